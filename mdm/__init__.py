@@ -1,0 +1,1 @@
+"""mdm: masked diffusion models on self-generated puzzles, with the EB-Sampler family."""

@@ -1,0 +1,61 @@
+"""The shared shape of a config (configs/*.py fill it in) and its validation.
+
+A wrong value fails at start with a sentence naming the field; unknown keys are refused by
+ml_collections itself.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from mdm import data, diffusion
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.preset = ""
+    c.seed = 0
+    c.data = dict(name="sudoku", data_dir="", train_size=-1, test_size=-1)  # -1: registered size
+    c.model = dict(width=128, depth=4, heads=4, mlp_ratio=4, positions="learned",
+                   time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
+    c.diffusion = dict(schedule="linear", t_min=1e-3)
+    c.train = dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=200, weight_decay=0.01,
+                   grad_clip=1.0, b2=0.99, ema_decay=0.999, log_every=50)
+    # Periodic evaluation on the test split: ELBO on `loss_examples`, and the solve rate of
+    # top-1 and of EB(gamma) on `sample_examples` (0 turns sampling off).
+    c.eval = dict(every=500, loss_examples=512, sample_examples=256, gamma=0.1, batch_size=256)
+    c.checkpoint = dict(every=500, keep=3)
+    c.wandb = dict(mode="disabled", project="mdm", entity="", name="")
+    return ml_collections.ConfigDict(c)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError with one sentence naming the first bad field."""
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(message)
+
+    need(config.data.name in data.DATASETS,
+         f"config.data.name {config.data.name!r} is not a data set; known: {', '.join(data.DATASETS)}")
+    for field in ("train_size", "test_size"):
+        value = config.data[field]
+        need(value == -1 or value > 0, f"config.data.{field} must be -1 (registered size) or positive, not {value}")
+    need(config.diffusion.schedule in diffusion.SCHEDULES,
+         f"config.diffusion.schedule must be one of {diffusion.SCHEDULES}, not {config.diffusion.schedule!r}")
+    need(0 <= config.diffusion.t_min < 1, f"config.diffusion.t_min must be in [0, 1), not {config.diffusion.t_min}")
+    need(config.model.compute_dtype in ("auto", "float32", "bfloat16"),
+         f"config.model.compute_dtype must be auto, float32 or bfloat16, not {config.model.compute_dtype!r}")
+    t = config.train
+    for field in ("steps", "batch_size", "log_every"):
+        need(t[field] > 0, f"config.train.{field} must be positive, not {t[field]}")
+    need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
+    need(0 <= t.warmup_steps <= t.steps, f"config.train.warmup_steps must be in [0, steps], not {t.warmup_steps}")
+    need(0 <= t.ema_decay < 1, f"config.train.ema_decay must be in [0, 1), not {t.ema_decay}")
+    need(t.grad_clip > 0, f"config.train.grad_clip must be positive, not {t.grad_clip}")
+    need(config.eval.every > 0 and config.checkpoint.every > 0,
+         "config.eval.every and config.checkpoint.every must be positive")
+    need(config.eval.loss_examples > 0 and config.eval.sample_examples >= 0 and config.eval.batch_size > 0,
+         "config.eval.loss_examples and batch_size must be positive, sample_examples >= 0")
+    need(config.eval.gamma >= 0, f"config.eval.gamma must be >= 0, not {config.eval.gamma}")
+    need(config.checkpoint.keep > 0, f"config.checkpoint.keep must be positive, not {config.checkpoint.keep}")
+    need(config.wandb.mode in ("disabled", "offline", "online"),
+         f"config.wandb.mode must be disabled, offline or online, not {config.wandb.mode!r}")

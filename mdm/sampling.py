@@ -1,0 +1,309 @@
+"""The sampler family (EB, top-k, threshold, ancestral) as one jitted lax.while_loop.
+
+Each loop step calls the model once on B slots, ranks masked positions by an error proxy,
+lets a rule pick how many to unmask per row (a rank mask: static shapes), and samples them.
+A slot whose example is done takes the next example inside the loop (streaming "refill");
+plain batching is the special case slots == number of examples. Keys derive from
+(seed, example, step), so results do not depend on which slot served an example.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RULES = ("eb", "topk", "threshold", "ancestral")
+PROXIES = ("confidence", "margin", "entropy")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    rule: str = "eb"
+    proxy: str = "confidence"  # how masked positions are ranked (lowest expected error first)
+    gamma: float = 0.1  # eb: budget on sum(H) - max(H) of the set unmasked in one step
+    k: int = 1  # topk: positions per step
+    tau: float = 0.9  # threshold: unmask every position with confidence >= tau (at least one)
+    steps: int = 16  # ancestral: number of steps of the masking schedule
+    temperature: float = 0.0  # 0: argmax (the paper's setting)
+    top_p: float = 1.0
+    block_size: int = 0  # > 0: semi-autoregressive blocks of answer positions (LLaDA)
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"unknown sampler rule {self.rule!r}; expected one of {', '.join(RULES)}")
+        if self.proxy not in PROXIES:
+            raise ValueError(f"unknown proxy {self.proxy!r}; expected one of {', '.join(PROXIES)}")
+        if not self.gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, not {self.gamma}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, not {self.k}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], not {self.tau}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, not {self.steps}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.block_size < 0:
+            raise ValueError(f"block_size must be >= 0, not {self.block_size}")
+
+    def describe(self) -> str:
+        value = {"eb": f"gamma={self.gamma:g}", "topk": f"k={self.k}", "threshold": f"tau={self.tau:g}",
+                 "ancestral": f"steps={self.steps}"}[self.rule]
+        proxy = "random" if self.rule == "ancestral" else self.proxy
+        return f"{self.rule} {value} ({proxy})"
+
+
+@flax.struct.dataclass
+class SamplerState:
+    tokens_BxL: jax.Array
+    masked_BxL: jax.Array  # still to be unmasked (answer positions only)
+    slot_example_B: jax.Array  # example held by each slot; N means empty
+    nfe_B: jax.Array  # model calls spent on the slot's current example
+    row_step_B: jax.Array  # loop steps spent on it (ancestral counts steps, not calls)
+    next_example: jax.Array  # first example not yet given to a slot
+    out_tokens_NxL: jax.Array
+    out_nfe_N: jax.Array
+    trace: dict  # per example and NFE: [S, N] arrays
+
+
+# ----------------------------------------------------------------------------- selection rules
+
+def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
+    """Entropy, confidence and margin of each position's predictive distribution."""
+    logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+    p = jnp.exp(logp)
+    entropy = -(p * logp).sum(-1)
+    top2 = jax.lax.top_k(p, 2)[0]
+    return {"entropy": jnp.maximum(entropy, 0.0), "confidence": top2[..., 0],
+            "margin": top2[..., 0] - top2[..., 1]}
+
+
+def error_score(cfg: SamplerConfig, stats: dict, key_B: jax.Array) -> jax.Array:
+    """Lower is unmasked first."""
+    if cfg.rule == "ancestral":
+        return jax.vmap(lambda k: jax.random.uniform(k, stats["entropy"].shape[1:]))(key_B)
+    return {"confidence": -stats["confidence"], "margin": -stats["margin"],
+            "entropy": stats["entropy"]}[cfg.proxy]
+
+
+def eb_count(entropy_sorted_BxL: jax.Array, eligible_B: jax.Array, gamma: float) -> jax.Array:
+    """Largest prefix U of the ranking with sum(H) - max(H) <= gamma; at least one.
+
+    sum - max is non-decreasing along the ranking, so the admissible sets form a prefix and
+    counting the admissible positions gives its length.
+    """
+    bound = jnp.cumsum(entropy_sorted_BxL, -1) - jax.lax.cummax(entropy_sorted_BxL, axis=1)
+    rank = jnp.arange(entropy_sorted_BxL.shape[1])
+    ok = (bound <= gamma) & (rank[None] < eligible_B[:, None])
+    return jnp.maximum(ok.sum(-1), 1)
+
+
+def ancestral_count(masked_at_start_B: jax.Array, remaining_B: jax.Array, row_step_B: jax.Array,
+                    steps: int) -> jax.Array:
+    """Linear schedule over `steps` steps: after step i, round(n0 * (1 - (i+1)/steps)) stay masked."""
+    keep = jnp.round(masked_at_start_B * (1.0 - (row_step_B + 1) / steps)).astype(jnp.int32)
+    return jnp.maximum(remaining_B - keep, 0)
+
+
+def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
+           n_answer_B: jax.Array, row_step_B: jax.Array) -> jax.Array:
+    """[B, L] bool: the positions this step unmasks."""
+    b, length = eligible_BxL.shape
+    score = jnp.where(eligible_BxL, score_BxL, jnp.inf)
+    order_BxL = jnp.argsort(score, axis=-1)
+    rank_BxL = jnp.zeros_like(order_BxL).at[jnp.arange(b)[:, None], order_BxL].set(
+        jnp.arange(length)[None, :])
+    n_eligible_B = eligible_BxL.sum(-1)
+    if cfg.rule == "eb":
+        h_sorted = jnp.take_along_axis(jnp.where(eligible_BxL, stats["entropy"], 0.0), order_BxL, -1)
+        k_B = eb_count(h_sorted, n_eligible_B, cfg.gamma)
+    elif cfg.rule == "topk":
+        k_B = jnp.full((b,), cfg.k)
+    elif cfg.rule == "ancestral":
+        k_B = ancestral_count(n_answer_B, n_eligible_B, row_step_B, cfg.steps)
+    else:  # threshold: not a prefix of the ranking for margin/entropy proxies
+        return eligible_BxL & ((stats["confidence"] >= cfg.tau) | (rank_BxL == 0))
+    return eligible_BxL & (rank_BxL < k_B[:, None])
+
+
+def draw_tokens(cfg: SamplerConfig, logits_BxLxV: jax.Array, key_B: jax.Array) -> jax.Array:
+    if cfg.temperature == 0:
+        return logits_BxLxV.argmax(-1).astype(jnp.int32)
+    logits = logits_BxLxV.astype(jnp.float32) / cfg.temperature
+    if cfg.top_p < 1:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
+        # Keep the smallest set whose mass reaches top_p (the top token always survives).
+        cutoff_index = jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True)
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, -1)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, -1))(key_B, logits).astype(jnp.int32)
+
+
+def block_eligible(masked_BxL: jax.Array, answer_mask_BxL: jax.Array, block_size: int) -> jax.Array:
+    """Only the first answer block that still holds a mask may unmask."""
+    if block_size == 0:
+        return masked_BxL
+    block_BxL = (jnp.cumsum(answer_mask_BxL, -1) - 1) // block_size
+    current_B = jnp.min(jnp.where(masked_BxL, block_BxL, jnp.iinfo(jnp.int32).max), -1)
+    return masked_BxL & (block_BxL == current_B[:, None])
+
+
+# ----------------------------------------------------------------------------- the driver
+
+def trace_length(cfg: SamplerConfig, length: int) -> int:
+    return max(length, cfg.steps) if cfg.rule == "ancestral" else length
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "slots", "with_trace"))
+def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
+             cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
+             with_trace: bool = False) -> dict:
+    """Unmasks every answer position of N examples with `slots` model rows.
+
+    apply_fn(params, tokens [B, L]) -> logits [B, L, V]; MASK is token id V. Prompt tokens
+    (answer_mask False) are kept. Returns tokens [N, L], nfe [N] and, with `with_trace`, per
+    example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set) and
+    mean_entropy; entries past an example's NFE are 0.
+    """
+    n, length = tokens_NxL.shape
+    slots = n if slots is None else min(slots, n)
+    vocab = jax.eval_shape(apply_fn, params, tokens_NxL[:1]).shape[-1]
+    mask_id = vocab
+    base_key = jax.random.key(seed)
+    steps = trace_length(cfg, length)
+    n_answer_N = answer_mask_NxL.sum(-1)
+    trace = {name: jnp.zeros((steps if with_trace else 1, n), dtype)
+             for name, dtype in (("unmasked", jnp.int32), ("bound", jnp.float32),
+                                 ("mean_entropy", jnp.float32))}
+
+    def refill(s: SamplerState) -> SamplerState:
+        """Write out finished examples; give their slots the next ones."""
+        holds = s.slot_example_B < n
+        finished = holds & ~s.masked_BxL.any(-1)
+        target = jnp.where(finished, s.slot_example_B, n)  # n: dropped write
+        out_tokens = s.out_tokens_NxL.at[target].set(s.tokens_BxL, mode="drop")
+        out_nfe = s.out_nfe_N.at[target].set(s.nfe_B, mode="drop")
+        free = finished | ~holds
+        new_example = s.next_example + jnp.cumsum(free) - 1
+        gets = free & (new_example < n)
+        example = jnp.where(gets, new_example, jnp.where(free, n, s.slot_example_B))
+        safe = jnp.minimum(example, n - 1)
+        fresh_masked = answer_mask_NxL[safe]
+        fresh_tokens = jnp.where(fresh_masked, mask_id, tokens_NxL[safe])
+        return s.replace(
+            tokens_BxL=jnp.where(gets[:, None], fresh_tokens, s.tokens_BxL),
+            masked_BxL=jnp.where(gets[:, None], fresh_masked, s.masked_BxL & ~free[:, None]),
+            slot_example_B=example,
+            nfe_B=jnp.where(gets, 0, s.nfe_B), row_step_B=jnp.where(gets, 0, s.row_step_B),
+            next_example=jnp.minimum(s.next_example + free.sum(), n),
+            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe)
+
+    def step(s: SamplerState) -> SamplerState:
+        logits_BxLxV = apply_fn(params, s.tokens_BxL)
+        active_B = s.masked_BxL.any(-1)
+        keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
+            s.slot_example_B, s.row_step_B)
+        score_keys, token_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        stats = proxies(logits_BxLxV)
+        answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
+        eligible = block_eligible(s.masked_BxL, answer_BxL, cfg.block_size)
+        chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys),
+                        n_answer_N[jnp.minimum(s.slot_example_B, n - 1)], s.row_step_B)
+        chosen = chosen & active_B[:, None]
+        new_tokens = draw_tokens(cfg, logits_BxLxV, token_keys)
+        called = chosen.any(-1)  # a step that unmasks nothing needs no model call
+        s_trace = s.trace
+        if with_trace:
+            h = jnp.where(chosen, stats["entropy"], 0.0)
+            count = chosen.sum(-1)
+            record = {"unmasked": count, "bound": h.sum(-1) - h.max(-1),
+                      "mean_entropy": h.sum(-1) / jnp.maximum(count, 1)}
+            row = jnp.where(called, s.nfe_B, steps)  # steps: dropped write
+            col = jnp.minimum(s.slot_example_B, n - 1)
+            s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}
+        s = s.replace(tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
+                      masked_BxL=s.masked_BxL & ~chosen,
+                      nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace)
+        return refill(s)
+
+    init = SamplerState(
+        tokens_BxL=jnp.zeros((slots, length), jnp.int32), masked_BxL=jnp.zeros((slots, length), bool),
+        slot_example_B=jnp.full((slots,), n, jnp.int32), nfe_B=jnp.zeros((slots,), jnp.int32),
+        row_step_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
+        out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
+        trace=trace)
+    final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
+    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N}
+    if with_trace:
+        out["trace"] = final.trace
+    return out
+
+
+# ----------------------------------------------------------------------------- model glue + eval
+
+@functools.lru_cache(maxsize=16)
+def _apply_for(graphdef) -> Callable:
+    from flax import nnx
+
+    def apply(params, tokens_BxL):
+        model = nnx.merge(graphdef, params)
+        t_B = None
+        if model.cfg.time_conditioning:  # the mask pattern carries the time
+            t_B = (tokens_BxL == model.cfg.mask_id).mean(-1)
+        return model(tokens_BxL, t_B)
+
+    return apply
+
+
+def model_fn_from(graphdef, params) -> tuple[Callable, Any]:
+    """(apply_fn, params) for `generate` from an nnx graphdef and its parameters."""
+    return _apply_for(graphdef), params
+
+
+def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,
+             seed: int = 0, refill: bool = True, with_trace: bool = False, warmup: bool = True) -> dict:
+    """Samples every example of `split` and checks the answers with the task's checker.
+
+    With `warmup`, one untimed run first, so wall_s excludes compilation.
+    """
+    apply_fn, params = model_fn
+    tokens, answer_mask = jnp.asarray(split.tokens), jnp.asarray(split.answer_mask)
+    n = len(split)
+    if refill:
+        run = lambda: generate(apply_fn, params, tokens, answer_mask, cfg, seed, batch_size, with_trace)
+    else:
+        def run():
+            parts = []
+            for start in range(0, n, batch_size):
+                idx = np.arange(start, start + batch_size) % n  # pad the last batch: one shape
+                parts.append(generate(apply_fn, params, tokens[idx], answer_mask[idx], cfg, seed, None, with_trace))
+            keep = n - (len(parts) - 1) * batch_size
+            cat = lambda xs, axis: jnp.concatenate(xs[:-1] + [xs[-1][:keep] if axis == 0 else xs[-1][:, :keep]], axis)
+            out = {"tokens": cat([p["tokens"] for p in parts], 0), "nfe": cat([p["nfe"] for p in parts], 0)}
+            if with_trace:
+                out["trace"] = {k: cat([p["trace"][k] for p in parts], 1) for k in parts[0]["trace"]}
+            return out
+    if warmup:
+        jax.block_until_ready(run())
+    start = time.perf_counter()
+    out = jax.device_get(jax.block_until_ready(run()))
+    wall = time.perf_counter() - start
+    checked = split.task.check(out["tokens"], split.tokens, split.answer_mask)
+    nfe = out["nfe"]
+    result = {"solve_rate": float(checked["solved"].mean()),
+              "token_accuracy": float(checked["token_accuracy"].mean()),
+              "mean_nfe": float(nfe.mean()), "median_nfe": float(np.median(nfe)),
+              "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / wall,
+              "tokens": out["tokens"], "nfe": nfe, "solved": checked["solved"]}
+    if with_trace:
+        result["trace"] = out["trace"]
+    return result

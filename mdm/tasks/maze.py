@@ -1,0 +1,201 @@
+"""Maze navigation: DFS-maze generator, token format (edges, query, path) and checker.
+
+Nothing else in mdm knows the rules of mazes. A maze is an n x n lattice spanning tree grown
+by randomised depth-first search; the path between two cells of a tree is unique.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+PAD, SEP, QUERY, END = 0, 1, 2, 3  # special tokens; cell c is token FIRST_CELL + c
+FIRST_CELL = 4
+SPECIAL_NAMES = {PAD: "_", SEP: ";", QUERY: "?", END: "$"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Token positions for an n x n maze: edges, then query, origin, target; then the path."""
+    n: int
+
+    @property
+    def cells(self) -> int:
+        return self.n * self.n
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CELL + self.cells
+
+    @property
+    def prompt_len(self) -> int:
+        return 3 * (self.cells - 1) + 3  # (u, v, SEP) per tree edge, QUERY, origin, target
+
+    @property
+    def answer_len(self) -> int:
+        return self.cells + 1  # the longest path visits every cell, then END
+
+    @property
+    def length(self) -> int:
+        return self.prompt_len + self.answer_len
+
+
+def neighbours(cell: int, n: int) -> list[int]:
+    r, c = divmod(cell, n)
+    out = []
+    if r > 0:
+        out.append(cell - n)
+    if r < n - 1:
+        out.append(cell + n)
+    if c > 0:
+        out.append(cell - 1)
+    if c < n - 1:
+        out.append(cell + 1)
+    return out
+
+
+def dfs_maze(n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Edges of a random spanning tree of the n x n lattice, by randomised depth-first search.
+
+    The walk backtracks from dead ends and branches again from earlier cells, so the tree
+    has forks (Nolte et al. 2024's "DFS mazes").
+    """
+    start = int(rng.integers(n * n))
+    visited = np.zeros(n * n, bool)
+    visited[start] = True
+    stack, edges = [start], []
+    while stack:
+        cell = stack[-1]
+        options = [m for m in neighbours(cell, n) if not visited[m]]
+        if not options:
+            stack.pop()
+            continue
+        nxt = options[int(rng.integers(len(options)))]
+        visited[nxt] = True
+        edges.append((cell, nxt))
+        stack.append(nxt)
+    return edges
+
+
+def tree_path(edges: list[tuple[int, int]], cells: int, origin: int, target: int) -> list[int]:
+    """The unique path origin -> target in a tree, both ends included."""
+    adjacency = [[] for _ in range(cells)]
+    for u, v in edges:
+        adjacency[u].append(v)
+        adjacency[v].append(u)
+    parent = np.full(cells, -1)
+    parent[origin] = origin
+    frontier = [origin]
+    while frontier and parent[target] < 0:
+        nxt = []
+        for u in frontier:
+            for v in adjacency[u]:
+                if parent[v] < 0:
+                    parent[v] = u
+                    nxt.append(v)
+        frontier = nxt
+    path = [target]
+    while path[-1] != origin:
+        path.append(int(parent[path[-1]]))
+    return path[::-1]
+
+
+def generate(count: int, rng: np.random.Generator, n: int = 10) -> dict[str, np.ndarray]:
+    """`count` examples: tokens [count, L], answer_mask [count, L], path_len, key (a canonical
+    string of maze + query, for de-duplication)."""
+    layout = Layout(n)
+    tokens = np.full((count, layout.length), PAD, np.int32)
+    path_len = np.zeros(count, np.int32)
+    keys = []
+    for i in range(count):
+        edges = dfs_maze(n, rng)
+        origin, target = (int(x) for x in rng.choice(layout.cells, 2, replace=False))
+        path = tree_path(edges, layout.cells, origin, target)
+        flip = rng.random(len(edges)) < 0.5
+        oriented = [(v, u) if f else (u, v) for (u, v), f in zip(edges, flip)]
+        order = rng.permutation(len(edges))
+        prompt = []
+        for j in order:
+            u, v = oriented[j]
+            prompt += [FIRST_CELL + u, FIRST_CELL + v, SEP]
+        prompt += [QUERY, FIRST_CELL + origin, FIRST_CELL + target]
+        answer = [FIRST_CELL + c for c in path] + [END]
+        tokens[i, :layout.prompt_len] = prompt
+        tokens[i, layout.prompt_len:layout.prompt_len + len(answer)] = answer
+        path_len[i] = len(path)
+        canonical = sorted(tuple(sorted(e)) for e in edges)
+        keys.append(f"{canonical}|{origin}|{target}")
+    answer_mask = np.zeros((count, layout.length), bool)
+    answer_mask[:, layout.prompt_len:] = True
+    return {"tokens": tokens, "answer_mask": answer_mask, "path_len": path_len,
+            "key": np.array(keys)}
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def infer_n(length: int) -> int:
+    """The maze side n for a sequence length (inverse of Layout(n).length)."""
+    n = 1
+    while Layout(n).length < length:
+        n += 1
+    if Layout(n).length != length:
+        raise ValueError(f"no maze layout has sequence length {length}")
+    return n
+
+
+def parse(tokens: np.ndarray, n: int) -> tuple[set, int, int, list[int] | None]:
+    """One sequence -> (edge set, origin, target, path cells or None if malformed).
+
+    A well-formed answer is cell tokens, then END, then only PAD.
+    """
+    layout = Layout(n)
+    tokens = np.asarray(tokens)
+    prompt = tokens[:layout.prompt_len]
+    edge_tokens = prompt[:3 * (layout.cells - 1)].reshape(-1, 3) - FIRST_CELL
+    edges = {frozenset((int(u), int(v))) for u, v, _ in edge_tokens}
+    origin, target = int(prompt[-2]) - FIRST_CELL, int(prompt[-1]) - FIRST_CELL
+    answer = tokens[layout.prompt_len:]
+    ends = np.flatnonzero(answer == END)
+    if not ends.size:
+        return edges, origin, target, None
+    body, tail = answer[:ends[0]], answer[ends[0] + 1:]
+    if (body < FIRST_CELL).any() or (tail != PAD).any():
+        return edges, origin, target, None
+    return edges, origin, target, [int(t) - FIRST_CELL for t in body]
+
+
+def is_valid_path(tokens: np.ndarray, n: int) -> np.ndarray:
+    """[N] bool: the answer path starts at the origin, ends at the target, every step is an
+    edge of the maze and no cell repeats (in a tree: the unique solution)."""
+    tokens = np.atleast_2d(tokens)
+    out = np.zeros(len(tokens), bool)
+    for i, row in enumerate(tokens):
+        edges, origin, target, path = parse(row, n)
+        out[i] = (path is not None and len(path) > 0 and path[0] == origin
+                  and path[-1] == target and len(set(path)) == len(path)
+                  and all(frozenset(step) in edges for step in zip(path[:-1], path[1:])))
+    return out
+
+
+def exact_match(tokens: np.ndarray, reference: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
+    """[N] bool: every answer token equals the reference."""
+    return ((np.atleast_2d(tokens) == np.atleast_2d(reference)) | ~np.atleast_2d(answer_mask)).all(1)
+
+
+def draw(tokens: np.ndarray, n: int) -> str:
+    """ASCII drawing of the maze with the answer's path ('o' origin, 'x' target, '*' path)."""
+    edges, origin, target, path = parse(tokens, n)
+    on_path = set(path or [])
+    rows = ["+" + "---+" * n]
+    for r in range(n):
+        line, below = "|", "+"
+        for c in range(n):
+            cell = r * n + c
+            mark = "o" if cell == origin else "x" if cell == target else "*" if cell in on_path else " "
+            line += f" {mark} "
+            line += " " if c < n - 1 and frozenset((cell, cell + 1)) in edges else "|"
+            below += "   +" if r < n - 1 and frozenset((cell, cell + n)) in edges else "---+"
+        rows += [line, below]
+    if path is None:
+        rows.append("(the answer is not a well-formed path)")
+    return "\n".join(rows)

@@ -1,0 +1,400 @@
+"""Sudoku: generator, token format, checker and external-puzzle loader.
+
+Nothing else in mdm knows the rules of Sudoku. Grids are [N, 81] int arrays of digits
+(0 = blank), row-major; the solver works on [N, 81] bitmasks of candidates, vectorised over N.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+CELLS = 81
+VOCAB_SIZE = 9  # token = digit - 1
+ALL = 0x1FF  # all nine candidate bits
+
+_rows = [[r * 9 + c for c in range(9)] for r in range(9)]
+_cols = [[r * 9 + c for r in range(9)] for c in range(9)]
+_boxes = [[(br * 3 + r) * 9 + bc * 3 + c for r in range(3) for c in range(3)]
+          for br in range(3) for bc in range(3)]
+UNITS = np.array(_rows + _cols + _boxes)  # [27, 9]
+CELL_UNITS = np.array([[u for u in range(27) if cell in UNITS[u]] for cell in range(CELLS)])  # [81, 3]
+PEERS = np.array([sorted({p for u in CELL_UNITS[cell] for p in UNITS[u]} - {cell})
+                  for cell in range(CELLS)])  # [81, 20]
+POPCOUNT = np.array([bin(m).count("1") for m in range(512)], np.int8)
+BIT_TO_DIGIT = np.zeros(512, np.int8)
+BIT_TO_DIGIT[1 << np.arange(9)] = np.arange(1, 10)
+DIGIT_TO_BIT = np.array([0] + [1 << d for d in range(9)], np.int16)
+# NTH_BIT[m, r] = the (r mod popcount(m))-th set bit of m: a random branch for random fills.
+NTH_BIT = np.zeros((512, 9), np.int16)
+for _m in range(1, 512):
+    _bits = [1 << d for d in range(9) if _m >> d & 1]
+    NTH_BIT[_m] = [_bits[r % len(_bits)] for r in range(9)]
+
+
+def _or_reduce(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.bitwise_or.reduce(x, axis=axis)
+
+
+def candidates(grid: np.ndarray) -> np.ndarray:
+    """[N, 81] digits -> [N, 81] candidate bitmasks (a clue is its own bit)."""
+    bits = DIGIT_TO_BIT[grid]
+    free = ALL & ~_or_reduce(bits[:, PEERS], 2)
+    return np.where(grid > 0, bits, free).astype(np.int16)
+
+
+def _once_twice(unit_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 27, 9] bitmasks -> (bits seen at least once, bits seen at least twice) per unit."""
+    once = np.zeros(unit_bits.shape[:2], unit_bits.dtype)
+    twice = np.zeros_like(once)
+    for k in range(9):
+        twice |= once & unit_bits[:, :, k]
+        once |= unit_bits[:, :, k]
+    return once, twice
+
+
+def _sweep(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One round of naked + hidden single propagation. Returns (cand, contradiction)."""
+    single = POPCOUNT[cand] == 1
+    single_once, single_twice = _once_twice(np.where(single, cand, 0)[:, UNITS])
+    clash = (single_twice != 0).any(1)  # two equal singles in one unit
+    # A cell's own single bit is in its units' OR, but only non-single cells are pruned.
+    peer_bits = _or_reduce(single_once[:, CELL_UNITS], 2)
+    cand = np.where(single, cand, cand & ~peer_bits)
+    once, twice = _once_twice(cand[:, UNITS])
+    missing = (once != ALL).any(1)  # some digit has no place left in a unit
+    hidden = _or_reduce((once & ~twice)[:, CELL_UNITS], 2)  # digits with one place, per cell
+    forced = cand & hidden
+    clash |= (POPCOUNT[forced] > 1).any(1)  # one cell is the only place of two digits
+    cand = np.where(forced != 0, forced, cand)
+    contradiction = clash | missing | (cand == 0).any(1)
+    return cand, contradiction
+
+
+def propagate(cand: np.ndarray) -> np.ndarray:
+    """Singles to a fixpoint; a contradictory row comes back all zeros."""
+    cand = cand.copy()
+    rows = np.arange(len(cand))
+    while rows.size:
+        before = cand[rows]
+        after, contradiction = _sweep(before)
+        after[contradiction] = 0
+        cand[rows] = after
+        changed = (after != before).any(1) & ~contradiction
+        rows = rows[changed]
+    return cand
+
+
+def search(cand: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Depth-first search over all rows at once, counting solutions up to `limit`.
+
+    Branches on a cell with the fewest candidates; with `rng`, ties and branch digits are
+    random (used to draw random full grids). Returns (count [N], first solution [N, 81] digits).
+    """
+    n = len(cand)
+    cand = cand.astype(np.int16).copy()
+    count = np.zeros(n, np.int32)
+    solution = np.zeros((n, CELLS), np.int8)
+    stack = np.zeros((n, CELLS + 1, CELLS), np.int16)
+    depth = np.zeros(n, np.int32)
+    active = np.arange(n)
+    while active.size:
+        c = propagate(cand[active])
+        contradiction = (c == 0).any(1)
+        solved = ~contradiction & (POPCOUNT[c] == 1).all(1)
+        first = solved & (count[active] == 0)
+        solution[active[first]] = BIT_TO_DIGIT[c[first]]
+        count[active[solved]] += 1
+        branch = np.flatnonzero(~contradiction & ~solved)
+        if branch.size:
+            cb = c[branch]
+            size = POPCOUNT[cb].astype(np.float32)
+            size[size == 1] = 99
+            if rng is not None:
+                size += rng.random(size.shape, dtype=np.float32) * 0.5
+            cell = size.argmin(1)
+            options = cb[np.arange(branch.size), cell]
+            pick = rng.integers(0, 9, branch.size) if rng is not None else np.zeros(branch.size, int)
+            bit = NTH_BIT[options, pick]
+            rows = active[branch]
+            rest = cb.copy()
+            rest[np.arange(branch.size), cell] = options & ~bit
+            stack[rows, depth[rows]] = rest
+            depth[rows] += 1
+            cb[np.arange(branch.size), cell] = bit
+            c[branch] = cb
+        cand[active] = c
+        # Rows at a dead end or a solution backtrack, unless finished.
+        back = active[contradiction | solved]
+        done = back[(count[back] >= limit) | (depth[back] == 0)]
+        back = back[(count[back] < limit) & (depth[back] > 0)]
+        depth[back] -= 1
+        cand[back] = stack[back, depth[back]]
+        active = np.setdiff1d(active, done, assume_unique=True)
+    return count, solution
+
+
+def count_solutions(grids: np.ndarray, limit: int = 2) -> np.ndarray:
+    """Number of solutions of each [N, 81] puzzle, capped at `limit`."""
+    grids = np.asarray(grids)
+    if not len(grids):
+        return np.zeros(0, np.int32)
+    return search(candidates(grids), limit)[0]
+
+
+def solve(grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(solution count capped at 2, first solution) for each [N, 81] puzzle."""
+    return search(candidates(np.asarray(grids)), 2)
+
+
+def random_solved_grids(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random complete grids, drawn by randomised depth-first search from an empty grid."""
+    cand = np.full((n, CELLS), ALL, np.int16)
+    count, grids = search(cand, limit=1, rng=rng)
+    assert (count == 1).all()
+    return grids
+
+
+def generate(n: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """n puzzles with unique solutions: (puzzles [n, 81], solutions [n, 81]).
+
+    Cells are removed in a random order, each kept removed while the solution stays unique,
+    until `clues` remain (or, with `minimal`, until no further cell can go). The batched form
+    tests a whole run of removals at once and bisects on failure: uniqueness is monotone in
+    the number of removals, so the result equals the one-cell-at-a-time greedy.
+    """
+    solutions = random_solved_grids(n, rng)
+    order = np.argsort(rng.random((n, CELLS)), axis=1)
+    removed = np.zeros((n, CELLS), bool)
+    pos = np.zeros(n, np.int32)  # next index into `order` to consider
+    lo = np.zeros(n, np.int32)  # longest run from pos known to keep uniqueness
+    hi = np.full(n, -1, np.int32)  # shortest run known to break it (-1: none yet)
+    target = CELLS if minimal else CELLS - clues
+    active = np.arange(n)
+    while active.size:
+        need = target - removed[active].sum(1)
+        avail = CELLS - pos[active]
+        trial = np.where(hi[active] < 0, np.minimum(need, avail), (lo[active] + hi[active]) // 2)
+        step = np.arange(CELLS)[None, :]
+        run = (step >= pos[active, None]) & (step < (pos[active] + trial)[:, None])
+        trial_removed = removed[active].copy()
+        cells = np.where(run, order[active], -1)
+        rows = np.repeat(np.arange(active.size), CELLS)[cells.ravel() >= 0]
+        trial_removed[rows, cells.ravel()[cells.ravel() >= 0]] = True
+        unique = count_solutions(np.where(trial_removed, 0, solutions[active])) == 1
+        ok, bad = active[unique], active[~unique]
+        t = trial[unique]
+        first_try = hi[ok] < 0
+        # A first-try success commits the whole run; a bisection success raises lo.
+        removed[ok[first_try]] = trial_removed[unique][first_try]
+        pos[ok[first_try]] += t[first_try]
+        lo[ok[~first_try]] = t[~first_try]
+        hi[bad] = trial[~unique]
+        # When lo + 1 == hi, the cell after the good run is the one that breaks uniqueness.
+        settled = active[(hi[active] >= 0) & (hi[active] == lo[active] + 1)]
+        for i in settled:
+            removed[i, order[i, pos[i]:pos[i] + lo[i]]] = True
+            pos[i] += lo[i] + 1
+        lo[settled] = 0
+        hi[settled] = -1
+        finished = (removed[active].sum(1) >= target) | (pos[active] >= CELLS)
+        active = active[~finished]
+    puzzles = np.where(removed, 0, solutions).astype(np.int8)
+    return puzzles, solutions.astype(np.int8)
+
+
+def singles_depth(puzzles: np.ndarray) -> np.ndarray:
+    """Rounds of 'fill every naked or hidden single at once' until solved; -1 if stuck."""
+    grid = np.asarray(puzzles).astype(np.int8).copy()
+    depth = np.zeros(len(grid), np.int32)
+    active = np.flatnonzero((grid == 0).any(1))
+    while active.size:
+        g = grid[active]
+        cand = candidates(g)
+        blank = g == 0
+        cand = np.where(blank, cand, 0)
+        naked = blank & (POPCOUNT[cand] == 1)
+        once, twice = _once_twice(cand[:, UNITS])
+        hidden = cand & _or_reduce((once & ~twice)[:, CELL_UNITS], 2)
+        value = np.where(naked, cand, np.where(POPCOUNT[hidden] == 1, hidden, 0))
+        stuck = ~(value != 0).any(1)
+        g = np.where(value != 0, BIT_TO_DIGIT[value], g)
+        grid[active] = g
+        depth[active[~stuck]] += 1
+        depth[active[stuck]] = -1
+        active = active[~stuck & (g == 0).any(1)]
+    return depth
+
+
+# ----------------------------------------------------------------------------- checker
+
+def is_valid_solution(puzzles: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """[N] bool: every row, column and box of the answer holds 1..9 and every clue is kept."""
+    puzzles, answers = np.atleast_2d(puzzles), np.atleast_2d(answers)
+    in_range = ((answers >= 1) & (answers <= 9)).all(1)
+    bits = DIGIT_TO_BIT[np.clip(answers, 0, 9)]
+    units_full = (_or_reduce(bits[:, UNITS], 2) == ALL).all(1)
+    clues_kept = ((puzzles == 0) | (puzzles == answers)).all(1)
+    return in_range & units_full & clues_kept
+
+
+def cell_accuracy(puzzles: np.ndarray, answers: np.ndarray, solutions: np.ndarray) -> np.ndarray:
+    """[N] fraction of blank cells whose answer equals the stored solution."""
+    blank = np.atleast_2d(puzzles) == 0
+    right = (np.atleast_2d(answers) == np.atleast_2d(solutions)) & blank
+    return right.sum(1) / np.maximum(blank.sum(1), 1)
+
+
+# ----------------------------------------------------------------------------- token format
+
+def encode(puzzles: np.ndarray, solutions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [N, 81] = solution digit - 1, answer_mask [N, 81] = blank cells)."""
+    return (np.asarray(solutions) - 1).astype(np.int32), np.asarray(puzzles) == 0
+
+
+def decode(tokens: np.ndarray) -> np.ndarray:
+    """Tokens (digit - 1) -> digits."""
+    return (np.asarray(tokens) + 1).astype(np.int8)
+
+
+def to_string(grid: np.ndarray) -> str:
+    return "".join(str(int(d)) if d else "." for d in np.asarray(grid).ravel())
+
+
+def pretty(grid: np.ndarray, annotations: np.ndarray | None = None) -> str:
+    """A grid as text; with `annotations` [81], each cell shows 'digit' and its annotation."""
+    grid = np.asarray(grid).ravel()
+    width = 1 if annotations is None else 1 + max(len(str(a)) for a in annotations) + 1
+    lines = []
+    for r in range(9):
+        if r and r % 3 == 0:
+            lines.append("+".join(["-" * (3 * (width + 1) + 1)] * 3))
+        cells = []
+        for c in range(9):
+            i = r * 9 + c
+            text = str(int(grid[i])) if grid[i] else "."
+            if annotations is not None:
+                text = f"{text}({annotations[i]})" if annotations[i] != "" else text
+            cells.append(text.ljust(width))
+            if c in (2, 5):
+                cells.append("|")
+        lines.append(" " + " ".join(cells))
+    return "\n".join(lines)
+
+
+class PuzzleError(ValueError):
+    """A puzzle string a user typed cannot be used."""
+
+
+def parse_puzzle(text: str) -> np.ndarray:
+    """An 81-character puzzle ('0' or '.' for blank) -> [81] digits, or PuzzleError."""
+    text = text.strip()
+    if len(text) != CELLS:
+        raise PuzzleError(f"a Sudoku puzzle has 81 cells, this one has {len(text)} characters")
+    bad = sorted({ch for ch in text if ch not in "0123456789."})
+    if bad:
+        raise PuzzleError(f"a Sudoku puzzle uses digits 1-9 and '0' or '.' for blanks, not {''.join(bad)!r}")
+    grid = np.array([0 if ch == "." else int(ch) for ch in text], np.int8)
+    clash = _clashes(grid[None])[0]
+    if clash:
+        raise PuzzleError(f"the clues clash: {clash}")
+    return grid
+
+
+def _clashes(grids: np.ndarray) -> list[str]:
+    """Per grid, '' or a description of the first unit holding a digit twice."""
+    out = []
+    names = [f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)] + \
+            [f"box {i + 1}" for i in range(9)]
+    vals = grids[:, UNITS]  # [n, 27, 9]
+    for g in vals:
+        msg = ""
+        for u in range(27):
+            digits = g[u][g[u] > 0]
+            if len(digits) != len(set(digits.tolist())):
+                d = next(x for x in digits if (digits == x).sum() > 1)
+                msg = f"{names[u]} holds {d} twice"
+                break
+        out.append(msg)
+    return out
+
+
+# ----------------------------------------------------------------------------- external sets
+
+REJECT_REASONS = ("malformed", "contradictory", "unsolvable", "not_unique", "wrong_solution")
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What an external file held: rows kept and, per reject reason, a count and first line."""
+    kept: int = 0
+    rejected: dict = dataclasses.field(default_factory=dict)  # reason -> [count, first line]
+
+    def reject(self, reason: str, line: int) -> None:
+        entry = self.rejected.setdefault(reason, [0, line])
+        entry[0] += 1
+
+    def summary(self) -> str:
+        parts = [f"kept {self.kept}"]
+        parts += [f"{reason}: {count} (first at line {line})"
+                  for reason, (count, line) in sorted(self.rejected.items())]
+        return ", ".join(parts)
+
+
+def _parse_row(text: str) -> np.ndarray | None:
+    text = text.strip()
+    if len(text) != CELLS or any(ch not in "0123456789." for ch in text):
+        return None
+    return np.array([0 if ch == "." else int(ch) for ch in text], np.int8)
+
+
+def load_puzzles(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, LoadReport]:
+    """Reads a text/CSV file of 81-character puzzles, optionally 'puzzle,solution' per line.
+
+    A header line (the first line, if it holds letters) is skipped. Malformed, contradictory,
+    unsolvable, ambiguous rows and rows whose given solution is wrong are rejected and counted
+    per reason in the report. Returns (puzzles [N, 81], solutions [N, 81], report).
+    """
+    report = LoadReport()
+    lines = pathlib.Path(path).read_text().splitlines()
+    puzzles, given, line_numbers = [], [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if number == 1 and any(ch.isalpha() for ch in line):
+            continue
+        fields = [f for f in line.replace(";", ",").split(",") if f.strip()]
+        puzzle = _parse_row(fields[0]) if len(fields) in (1, 2) else None
+        solution = _parse_row(fields[1]) if len(fields) == 2 else None
+        if puzzle is None or (len(fields) == 2 and (solution is None or (solution == 0).any())):
+            report.reject("malformed", number)
+            continue
+        puzzles.append(puzzle)
+        given.append(solution)
+        line_numbers.append(number)
+    if not puzzles:
+        return np.zeros((0, CELLS), np.int8), np.zeros((0, CELLS), np.int8), report
+    grids = np.stack(puzzles)
+    clashes = _clashes(grids)
+    ok = np.array([not c for c in clashes])
+    count = np.zeros(len(grids), np.int32)
+    solved = np.zeros_like(grids)
+    if ok.any():
+        count[ok], solved[ok] = solve(grids[ok])
+    keep = []
+    for i, number in enumerate(line_numbers):
+        if not ok[i]:
+            report.reject("contradictory", number)
+        elif count[i] == 0:
+            report.reject("unsolvable", number)
+        elif count[i] > 1:
+            report.reject("not_unique", number)
+        elif given[i] is not None and not (given[i] == solved[i]).all():
+            report.reject("wrong_solution", number)
+        else:
+            keep.append(i)
+    report.kept = len(keep)
+    return grids[keep], solved[keep].astype(np.int8), report

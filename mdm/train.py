@@ -1,0 +1,335 @@
+"""Training: init -> sharded jitted step -> loop with eval, logging, checkpoints, resume.
+
+Batches and keys are pure functions of (seed, step), so a run that is interrupted and resumed
+from its last checkpoint ends with the same parameters as one that never stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mdm import checkpoint, data, diffusion, metrics
+from mdm.config import validate
+from mdm.model import ModelConfig, Transformer, count_params
+
+
+class TrainingError(RuntimeError):
+    """A problem the user can fix (bad workdir, incompatible checkpoint); one sentence."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any  # a plain nested dict of arrays (nnx.to_pure_dict)
+    opt_state: Any
+    ema: Any
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def compute_dtype(config) -> str:
+    if config.model.compute_dtype != "auto":
+        return config.model.compute_dtype
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def model_config(config, task) -> ModelConfig:
+    m = config.model
+    return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
+                       heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
+                       time_conditioning=m.time_conditioning, compute_dtype=compute_dtype(config))
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    t = config.train
+    schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip),
+                       optax.adamw(schedule, b2=t.b2, weight_decay=t.weight_decay))
+
+
+def init_model(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, dict]:
+    graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(seed)))
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def apply_model(graphdef: nnx.GraphDef, params: dict, tokens_BxL: jax.Array,
+                t_B: jax.Array | None = None) -> jax.Array:
+    return nnx.merge(graphdef, params)(tokens_BxL, t_B)
+
+
+def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, ml_collections.ConfigDict]:
+    """(graphdef, params, config) of the latest checkpoint in workdir, for sampling."""
+    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise TrainingError(f"no checkpoint in {workdir}; make one with "
+                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    if ckpt.latest_step() is None:
+        raise TrainingError(f"no checkpoint in {workdir}; make one with "
+                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    config = ml_collections.ConfigDict(ckpt.config())
+    task = data.DATASETS[config.data.name].task_spec
+    graphdef, abstract = _abstract_state(config, task)
+    state = ckpt.restore(abstract)
+    ckpt.close()
+    return graphdef, (state.ema if use_ema else state.params), config
+
+
+def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
+    cfg = model_config(config, task)
+    graphdef = init_model(cfg, 0)[0]
+    params = jax.eval_shape(lambda: init_model(cfg, 0)[1])
+    tx = make_optimizer(config)
+    abstract = jax.eval_shape(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p), p), params)
+    return graphdef, abstract
+
+
+def make_train_step(graphdef, cfg: ModelConfig, tx, config):
+    schedule, t_min, seed = config.diffusion.schedule, config.diffusion.t_min, config.seed
+    ema_decay, time_input = config.train.ema_decay, cfg.time_conditioning
+
+    def loss_fn(params, batch, key):
+        t_key, mask_key = jax.random.split(key)
+        tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
+        t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], t_min)
+        z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B,
+                                                   cfg.mask_id, schedule)
+        logits_BxLxV = apply_model(graphdef, params, z_BxL, t_B if time_input else None)
+        return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(jax.random.key(seed), state.step)
+        (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # EMA with a warm-up, so that short runs are not dominated by the initialisation.
+        decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+        step_metrics = dict(step_metrics, grad_norm=optax.global_norm(grads),
+                            param_norm=optax.global_norm(params))
+        return TrainState(state.step + 1, params, opt_state, ema), step_metrics
+
+    return train_step
+
+
+def make_eval_loss(graphdef, cfg: ModelConfig, config):
+    """ELBO on a batch with a fixed key: comparable across steps and runs."""
+    schedule, t_min = config.diffusion.schedule, config.diffusion.t_min
+
+    def eval_loss(params, batch, key):
+        t_key, mask_key = jax.random.split(key)
+        tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
+        t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], t_min)
+        z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B,
+                                                   cfg.mask_id, schedule)
+        logits = apply_model(graphdef, params, z_BxL, t_B if cfg.time_conditioning else None)
+        return diffusion.elbo_loss(logits, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)[1]
+
+    return eval_loss
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def params_finite(params) -> bool:
+    return bool(jax.device_get(jnp.all(jnp.array([jnp.isfinite(x).all() for x in jax.tree.leaves(params)]))))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+_MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "positions", "time_conditioning")
+
+
+def _check_compatible(saved: dict, config, workdir: str) -> None:
+    """A checkpoint of another model or task in the workdir is refused before restoring."""
+    differences = [f"model.{k} {saved['model'][k]!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
+                   if saved["model"].get(k) != config.model[k]]
+    saved_task = data.DATASETS[saved["data"]["name"]].task_spec
+    task = data.DATASETS[config.data.name].task_spec
+    if (saved_task.name, saved_task.length) != (task.name, task.length):
+        differences.append(f"data.name {saved['data']['name']!r} vs {config.data.name!r}")
+    if differences:
+        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model "
+                            f"({'; '.join(differences)}); use another --workdir or remove it")
+
+
+def _prepare_workdir(workdir: str) -> pathlib.Path:
+    path = pathlib.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+    return path
+
+
+class _StopFlag:
+    """Set by SIGTERM (preemption): the loop saves a checkpoint and returns."""
+
+    def __init__(self):
+        self.stop = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+            self.previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None,
+          progress: bool = True) -> TrainState:
+    """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests)."""
+    validate(config)
+    workdir_path = _prepare_workdir(workdir)
+    mesh = make_mesh()
+    n_devices = mesh.devices.size
+    if config.train.batch_size % n_devices:
+        raise TrainingError(f"config.train.batch_size {config.train.batch_size} does not split "
+                            f"over {n_devices} devices")
+    data_dir = config.data.data_dir or None
+    sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
+    train_split = data.load(config.data.name, "train", data_dir, **sizes)
+    test_split = data.load(config.data.name, "test", data_dir, **sizes)
+    task = train_split.task
+    cfg = model_config(config, task)
+    tx = make_optimizer(config)
+
+    ckpt = checkpoint.Checkpointer(workdir_path, keep=config.checkpoint.keep)
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    graphdef, params = init_model(cfg, config.seed)
+    if ckpt.latest_step() is not None:
+        _check_compatible(ckpt.config(), config, workdir)
+        _, abstract = _abstract_state(config, task)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+        state = ckpt.restore(abstract)
+        print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+    else:
+        state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
+        state = jax.device_put(state, replicated)
+    print(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
+          f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
+          f"{n_devices} {jax.default_backend()} device(s); data {config.data.name} "
+          f"({len(train_split)} train / {len(test_split)} test)", flush=True)
+
+    train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
+    eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
+    writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=not progress)
+    config_dict = config.to_dict()
+    start = int(state.step)
+    end = min(config.train.steps, stop_at) if stop_at is not None else config.train.steps
+    proc, nproc = jax.process_index(), jax.process_count()
+
+    def save(step: int) -> None:
+        if not params_finite(state.params):
+            raise FloatingPointError(f"parameters are not finite at step {step}; "
+                                     f"the last good checkpoint is kept")
+        ckpt.save(step, state, config_dict)
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or proc != 0)
+    pending = None  # metrics of a logged step, read one step later so the device never waits
+    last_time, last_step = time.time(), start
+    tokens_per_step = config.train.batch_size * task.length
+    try:
+        with _StopFlag() as flag:
+            for step in range(start, end):
+                batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc)
+                state, step_metrics = train_step(state, shard_batch(batch, batch_sharding))
+                if pending is not None:
+                    _log(writers, bar, *pending, last_time, last_step, tokens_per_step, tx_lr(config, pending[0]))
+                    last_time, last_step, pending = time.time(), pending[0], None
+                done = step + 1
+                if done % config.train.log_every == 0 or done == end:
+                    pending = (done, step_metrics)
+                bar.update(1)
+                if done % config.eval.every == 0 or done == end:
+                    if pending is not None:
+                        _log(writers, bar, *pending, last_time, last_step, tokens_per_step, tx_lr(config, pending[0]))
+                        last_time, last_step, pending = time.time(), pending[0], None
+                    writers.write(done, evaluate(graphdef, cfg, state.ema, test_split, config, eval_loss))
+                if done % config.checkpoint.every == 0 or done == end or flag.stop:
+                    save(done)
+                if flag.stop:
+                    print(f"SIGTERM: saved step {done} and stopped", flush=True)
+                    break
+    finally:
+        bar.close()
+        ckpt.close()
+        writers.close()
+    return state
+
+
+def tx_lr(config, step: int) -> float:
+    t = config.train
+    return float(optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)(step))
+
+
+def _log(writers, bar, step, step_metrics, last_time, last_step, tokens_per_step, lr) -> None:
+    values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+    if not math.isfinite(values["loss"]):
+        raise FloatingPointError(f"the loss is {values['loss']} at step {step}; "
+                                 f"the last good checkpoint is kept")
+    elapsed = max(time.time() - last_time, 1e-9)
+    steps_per_s = (step - last_step) / elapsed
+    values.update(lr=lr, steps_per_s=steps_per_s, tokens_per_s=steps_per_s * tokens_per_step)
+    writers.write(step, values)
+    bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
+
+
+def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval_loss=None) -> dict:
+    """Test ELBO (bits per answer token) and, when enabled, solve rates of top-1 and EB."""
+    eval_loss = eval_loss or jax.jit(make_eval_loss(graphdef, cfg, config))
+    n = min(config.eval.loss_examples, len(split))
+    bs = min(config.eval.batch_size, n)
+    totals: dict[str, float] = {}
+    batches = 0
+    for i, start in enumerate(range(0, n - bs + 1, bs)):
+        batch = {"tokens": split.tokens[start:start + bs], "answer_mask": split.answer_mask[start:start + bs]}
+        out = jax.device_get(eval_loss(params, batch, jax.random.key(1_000 + i)))
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        batches += 1
+    result = {f"eval/{k}": v / batches for k, v in totals.items()}
+    result["eval/elbo_bits_per_token"] = result["eval/loss"] / math.log(2)
+    if config.eval.sample_examples:
+        from mdm import sampling
+
+        subset = split.take(np.arange(min(config.eval.sample_examples, len(split))))
+        model_fn = sampling.model_fn_from(graphdef, params)
+        for name, sampler_cfg in (("top1", sampling.SamplerConfig(rule="topk", k=1)),
+                                  (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma))):
+            out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size,
+                                   warmup=False)
+            result[f"eval/{name}_solve_rate"] = out["solve_rate"]
+            result[f"eval/{name}_mean_nfe"] = out["mean_nfe"]
+    return result

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from mdm import data
+
+
+def test_tfds_build_and_read_back(data_dir):
+    train = data.load("sudoku", "train", data_dir, train_size=600, test_size=500)
+    test = data.load("sudoku", "test", data_dir, train_size=600, test_size=500)
+    assert (len(train), len(test)) == (600, 500)
+    assert train.tokens.shape == (600, 81) and train.tokens.dtype == np.int32
+    assert train.answer_mask.dtype == bool
+    assert set(train.meta) == {"clues", "singles_depth"}
+    assert (train.meta["clues"] == 30).all()
+    assert (train.task.check(train.tokens, train.tokens, train.answer_mask)["solved"]).all()
+    again = data.load("sudoku", "train", data_dir, train_size=600, test_size=500)  # from disk
+    assert (again.tokens == train.tokens).all()
+
+
+def test_maze_dataset(data_dir):
+    test = data.load("maze5", "test", data_dir, train_size=500, test_size=500)
+    assert test.tokens.shape == (500, 101)
+    assert test.task.check(test.tokens, test.tokens, test.answer_mask)["solved"].all()
+    assert (test.meta["path_len"] >= 2).all()
+
+
+def test_no_puzzle_in_two_splits():
+    spec = data.DatasetSpec("maze", 1000, 500, maze_n=3)  # 3x3 mazes: duplicates are common
+    splits = data.generate_splits(spec, workers=1, progress=False)
+    train_keys, test_keys = list(splits["train"]["key"]), list(splits["test"]["key"])
+    assert len(set(train_keys)) == len(train_keys) == 1000
+    assert len(set(test_keys)) == len(test_keys) == 500
+    assert not set(train_keys) & set(test_keys)
+
+
+def test_too_few_distinct_examples_is_an_error():
+    spec = data.DatasetSpec("maze", 1000, 500, maze_n=2)  # only 48 distinct 2x2 examples exist
+    with pytest.raises(ValueError, match="ran out of distinct examples"):
+        data.generate_splits(spec, workers=1, progress=False)
+
+
+def test_generation_is_deterministic_and_independent_of_workers():
+    spec = data.DatasetSpec("sudoku", 1000, 500)
+    one = data.generate_splits(spec, workers=1, progress=False)
+    two = data.generate_splits(spec, workers=2, progress=False)
+    for split in ("train", "test"):
+        assert (one[split]["tokens"] == two[split]["tokens"]).all()
+    assert not set(one["train"]["key"]) & set(one["test"]["key"])
+
+
+def test_batches_are_pure_functions_of_seed_and_step():
+    split = data.Split(np.arange(100)[:, None].repeat(3, 1), np.ones((100, 3), bool), {}, None)
+    a = data.get_batch(split, 0, 7, 16)["tokens"][:, 0]
+    b = data.get_batch(split, 0, 7, 16)["tokens"][:, 0]
+    assert (a == b).all()
+    assert not (a == data.get_batch(split, 1, 7, 16)["tokens"][:, 0]).all()
+    # One epoch visits every example once.
+    seen = np.concatenate([data.get_batch(split, 0, s, 20)["tokens"][:, 0] for s in range(5)])
+    assert sorted(seen) == list(range(100))
+
+
+def test_process_slices_make_up_the_global_batch():
+    split = data.Split(np.arange(64)[:, None], np.ones((64, 1), bool), {}, None)
+    whole = data.get_batch(split, 3, 5, 16)["tokens"]
+    parts = [data.get_batch(split, 3, 5, 16, i, 4)["tokens"] for i in range(4)]
+    assert (np.concatenate(parts) == whole).all()
+    with pytest.raises(ValueError, match="does not split"):
+        data.get_batch(split, 3, 5, 10, 0, 4)
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.resolve("chess")
+    with pytest.raises(ValueError, match="no 'train' split"):
+        data.load("sudoku_minimal", "train")

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mdm.tasks import maze
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 8))
+def test_dfs_maze_is_a_spanning_tree(seed, n):
+    edges = maze.dfs_maze(n, np.random.default_rng(seed))
+    assert len(edges) == n * n - 1
+    for u, v in edges:
+        assert v in maze.neighbours(u, n)
+    parent = list(range(n * n))  # union-find: no cycles + n^2 - 1 edges = spanning tree
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for u, v in edges:
+        ru, rv = find(u), find(v)
+        assert ru != rv
+        parent[ru] = rv
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([3, 5, 10]))
+def test_generated_examples_pass_the_checker(seed, n):
+    out = maze.generate(4, np.random.default_rng(seed), n)
+    layout = maze.Layout(n)
+    assert out["tokens"].shape == (4, layout.length)
+    assert out["tokens"].max() < layout.vocab_size
+    assert maze.is_valid_path(out["tokens"], n).all()
+    assert (out["answer_mask"].sum(1) == layout.answer_len).all()
+    assert maze.infer_n(layout.length) == n
+
+
+def _example(n=5, seed=0):
+    return maze.generate(1, np.random.default_rng(seed), n)["tokens"][0]
+
+
+def _answer(tokens, n):
+    return tokens[maze.Layout(n).prompt_len:]
+
+
+def _with_path(tokens, n, cells, end=True):
+    out = tokens.copy()
+    answer = [maze.FIRST_CELL + c for c in cells] + ([maze.END] if end else [])
+    out[maze.Layout(n).prompt_len:] = maze.PAD
+    out[maze.Layout(n).prompt_len:maze.Layout(n).prompt_len + len(answer)] = answer
+    return out
+
+
+def test_checker_rejects_each_corruption():
+    n = 5
+    for seed in range(20):
+        tokens = _example(n, seed)
+        edges, origin, target, path = maze.parse(tokens, n)
+        if len(path) >= 3:
+            break
+    assert maze.is_valid_path(_with_path(tokens, n, path), n)[0]
+    others = [c for c in range(n * n) if c not in path]
+    bad = {
+        "wrong start": path[1:],
+        "wrong end": path[:-1],
+        "repeat": path[:2] + [path[0]] + path[1:],
+        "non-edge": [path[0]] + [c for c in range(n * n) if frozenset((path[0], c)) not in edges
+                                  and c != path[0]][:1] + path[1:],
+        "detour": path + [others[0]] if others else path + [path[0]],
+    }
+    for name, cells in bad.items():
+        assert not maze.is_valid_path(_with_path(tokens, n, cells), n)[0], name
+    assert not maze.is_valid_path(_with_path(tokens, n, path, end=False), n)[0], "no END"
+    junk = _with_path(tokens, n, path)
+    junk[-1] = maze.FIRST_CELL
+    assert not maze.is_valid_path(junk, n)[0], "tokens after END"
+    masked = tokens.copy()
+    masked[maze.Layout(n).prompt_len + 1] = maze.SEP
+    assert not maze.is_valid_path(masked, n)[0], "special token inside the path"
+
+
+def test_exact_match():
+    out = maze.generate(2, np.random.default_rng(1), 4)
+    assert maze.exact_match(out["tokens"], out["tokens"], out["answer_mask"]).all()
+    other = out["tokens"].copy()
+    other[:, -1] = maze.FIRST_CELL
+    assert not maze.exact_match(other, out["tokens"], out["answer_mask"]).any()
+
+
+def test_same_seed_same_mazes():
+    a = maze.generate(3, np.random.default_rng(9), 6)
+    b = maze.generate(3, np.random.default_rng(9), 6)
+    assert (a["tokens"] == b["tokens"]).all() and (a["key"] == b["key"]).all()
+
+
+def test_draw_marks_the_path():
+    picture = maze.draw(_example(4, 2), 4)
+    assert "o" in picture and "x" in picture and picture.count("\n") == 2 * 4
+
+
+def test_infer_n_rejects_odd_lengths():
+    with pytest.raises(ValueError):
+        maze.infer_n(maze.Layout(5).length + 1)

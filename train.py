@@ -1,0 +1,28 @@
+"""Trains a masked-diffusion transformer: python train.py --config configs/sudoku.py:quick --workdir runs/x
+
+Flags only; the work is in mdm/train.py. Any config field: --config.train.steps=100.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sudoku.py:quick.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    from mdm import train
+
+    try:
+        train.train(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, train.TrainingError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
