@@ -15,7 +15,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
     from mdm import train
 
     try:

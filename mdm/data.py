@@ -16,7 +16,12 @@ import numpy as np
 
 from mdm import tasks
 
-DEFAULT_DATA_DIR = os.environ.get("MDM_DATA_DIR", str(pathlib.Path.home() / "mdm_data"))
+
+
+def default_data_dir() -> str:
+    """$MDM_DATA_DIR, else ~/mdm_data: where generated data sets are kept."""
+    return os.environ.get("MDM_DATA_DIR", str(pathlib.Path.home() / "mdm_data"))
+
 CHUNK = 500  # examples per generation job (the Sudoku solver is vectorised across a chunk)
 SPLIT_IDS = {"train": 0, "test": 1}
 
@@ -177,7 +182,7 @@ class Split:
 def builder(name: str, data_dir: str | None = None, train_size: int | None = None,
             test_size: int | None = None):
     config_name, spec = resolve(name, train_size, test_size)
-    return _builder_class()(spec=spec, config_name=config_name, data_dir=data_dir or DEFAULT_DATA_DIR,
+    return _builder_class()(spec=spec, config_name=config_name, data_dir=data_dir or default_data_dir(),
                             file_format="array_record")
 
 

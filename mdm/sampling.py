@@ -69,8 +69,10 @@ class SamplerState:
     nfe_B: jax.Array  # model calls spent on the slot's current example
     row_step_B: jax.Array  # loop steps spent on it (ancestral counts steps, not calls)
     next_example: jax.Array  # first example not yet given to a slot
+    fill_step_BxL: jax.Array  # the NFE (1-based) at which each position was unmasked; 0: prompt
     out_tokens_NxL: jax.Array
     out_nfe_N: jax.Array
+    out_fill_step_NxL: jax.Array
     trace: dict  # per example and NFE: [S, N] arrays
 
 
@@ -170,7 +172,8 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
     """Unmasks every answer position of N examples with `slots` model rows.
 
     apply_fn(params, tokens [B, L]) -> logits [B, L, V]; MASK is token id V. Prompt tokens
-    (answer_mask False) are kept. Returns tokens [N, L], nfe [N] and, with `with_trace`, per
+    (answer_mask False) are kept. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
+    call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`, per
     example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set) and
     mean_entropy; entries past an example's NFE are 0.
     """
@@ -192,6 +195,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         target = jnp.where(finished, s.slot_example_B, n)  # n: dropped write
         out_tokens = s.out_tokens_NxL.at[target].set(s.tokens_BxL, mode="drop")
         out_nfe = s.out_nfe_N.at[target].set(s.nfe_B, mode="drop")
+        out_fill = s.out_fill_step_NxL.at[target].set(s.fill_step_BxL, mode="drop")
         free = finished | ~holds
         new_example = s.next_example + jnp.cumsum(free) - 1
         gets = free & (new_example < n)
@@ -204,8 +208,9 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             masked_BxL=jnp.where(gets[:, None], fresh_masked, s.masked_BxL & ~free[:, None]),
             slot_example_B=example,
             nfe_B=jnp.where(gets, 0, s.nfe_B), row_step_B=jnp.where(gets, 0, s.row_step_B),
+            fill_step_BxL=jnp.where(gets[:, None], 0, s.fill_step_BxL),
             next_example=jnp.minimum(s.next_example + free.sum(), n),
-            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe)
+            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill)
 
     def step(s: SamplerState) -> SamplerState:
         logits_BxLxV = apply_fn(params, s.tokens_BxL)
@@ -232,17 +237,19 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}
         s = s.replace(tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
                       masked_BxL=s.masked_BxL & ~chosen,
-                      nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace)
+                      nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace,
+                      fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL))
         return refill(s)
 
     init = SamplerState(
         tokens_BxL=jnp.zeros((slots, length), jnp.int32), masked_BxL=jnp.zeros((slots, length), bool),
         slot_example_B=jnp.full((slots,), n, jnp.int32), nfe_B=jnp.zeros((slots,), jnp.int32),
         row_step_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
+        fill_step_BxL=jnp.zeros((slots, length), jnp.int32),
         out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
-        trace=trace)
+        out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), trace=trace)
     final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
-    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N}
+    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N, "fill_step": final.out_fill_step_NxL}
     if with_trace:
         out["trace"] = final.trace
     return out
@@ -288,7 +295,7 @@ def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_si
                 parts.append(generate(apply_fn, params, tokens[idx], answer_mask[idx], cfg, seed, None, with_trace))
             keep = n - (len(parts) - 1) * batch_size
             cat = lambda xs, axis: jnp.concatenate(xs[:-1] + [xs[-1][:keep] if axis == 0 else xs[-1][:, :keep]], axis)
-            out = {"tokens": cat([p["tokens"] for p in parts], 0), "nfe": cat([p["nfe"] for p in parts], 0)}
+            out = {k: cat([p[k] for p in parts], 0) for k in ("tokens", "nfe", "fill_step")}
             if with_trace:
                 out["trace"] = {k: cat([p["trace"][k] for p in parts], 1) for k in parts[0]["trace"]}
             return out
@@ -303,7 +310,7 @@ def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_si
               "token_accuracy": float(checked["token_accuracy"].mean()),
               "mean_nfe": float(nfe.mean()), "median_nfe": float(np.median(nfe)),
               "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / wall,
-              "tokens": out["tokens"], "nfe": nfe, "solved": checked["solved"]}
+              "tokens": out["tokens"], "nfe": nfe, "fill_step": out["fill_step"], "solved": checked["solved"]}
     if with_trace:
         result["trace"] = out["trace"]
     return result

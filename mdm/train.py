@@ -118,8 +118,8 @@ def make_train_step(graphdef, cfg: ModelConfig, tx, config):
         # EMA with a warm-up, so that short runs are not dominated by the initialisation.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
-        step_metrics = dict(step_metrics, grad_norm=optax.global_norm(grads),
-                            param_norm=optax.global_norm(params))
+        step_metrics = dict(step_metrics, grad_norm=optax.tree.norm(grads),
+                            param_norm=optax.tree.norm(params))
         return TrainState(state.step + 1, params, opt_state, ema), step_metrics
 
     return train_step

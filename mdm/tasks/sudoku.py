@@ -265,23 +265,18 @@ def to_string(grid: np.ndarray) -> str:
 
 
 def pretty(grid: np.ndarray, annotations: np.ndarray | None = None) -> str:
-    """A grid as text; with `annotations` [81], each cell shows 'digit' and its annotation."""
+    """A grid as text; with `annotations` [81] of strings, a cell reads 'digit(annotation)'."""
     grid = np.asarray(grid).ravel()
-    width = 1 if annotations is None else 1 + max(len(str(a)) for a in annotations) + 1
+    texts = [str(int(d)) if d else "." for d in grid]
+    if annotations is not None:
+        texts = [f"{t}({a})" if a != "" else t for t, a in zip(texts, annotations)]
+    width = max(len(t) for t in texts)
     lines = []
     for r in range(9):
         if r and r % 3 == 0:
             lines.append("+".join(["-" * (3 * (width + 1) + 1)] * 3))
-        cells = []
-        for c in range(9):
-            i = r * 9 + c
-            text = str(int(grid[i])) if grid[i] else "."
-            if annotations is not None:
-                text = f"{text}({annotations[i]})" if annotations[i] != "" else text
-            cells.append(text.ljust(width))
-            if c in (2, 5):
-                cells.append("|")
-        lines.append(" " + " ".join(cells))
+        cells = [texts[r * 9 + c].ljust(width) for c in range(9)]
+        lines.append(" " + " | ".join(" ".join(cells[b:b + 3]) for b in (0, 3, 6)))
     return "\n".join(lines)
 
 

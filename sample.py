@@ -1,0 +1,99 @@
+"""Samples from a trained checkpoint: python sample.py --workdir runs/sudoku --gamma 0.1
+
+Evaluates every setting on the test split and prints one row each (solve rate, token
+accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
+<workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
+Flags only; the work is in mdm/sampling.py and mdm/study.py.
+"""
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py).")
+_SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "ancestral"], "Selection rule.")
+_GAMMA = flags.DEFINE_list("gamma", ["0.1"], "EB budgets, e.g. 0,0.01,0.1,1 (sampler eb).")
+_K = flags.DEFINE_list("k", ["1"], "Positions per step (sampler topk).")
+_TAU = flags.DEFINE_list("tau", ["0.9"], "Confidence thresholds in (0, 1] (sampler threshold).")
+_STEPS = flags.DEFINE_list("steps", ["16"], "Schedule steps (sampler ancestral).")
+_PROXY = flags.DEFINE_list("proxy", ["confidence"], "Error proxies: confidence, margin, entropy.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = argmax (the paper's setting).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass when temperature > 0.")
+_BLOCK = flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block of answer positions (0: off).")
+_EXAMPLES = flags.DEFINE_integer("examples", 0, "Test examples to use (0: the whole split).")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Model rows (slots) per step.")
+_REFILL = flags.DEFINE_bool("refill", True, "Stream examples into finished slots.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_DATASET = flags.DEFINE_string("dataset", "", "Evaluate on another data set of the same task, "
+                               "e.g. sudoku_minimal (default: the checkpoint's).")
+_PUZZLE = flags.DEFINE_string("puzzle", "", "One Sudoku, 81 characters, 0 or . for blanks.")
+flags.mark_flag_as_required("workdir")
+
+
+def _numbers(values, cast, name):
+    try:
+        return [cast(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--{name} takes a comma-separated list of numbers, not {','.join(values)!r}") from None
+
+
+def settings():
+    from mdm.sampling import SamplerConfig
+
+    common = dict(temperature=_TEMPERATURE.value, top_p=_TOP_P.value, block_size=_BLOCK.value)
+    rule = _SAMPLER.value
+    field, values = {"eb": ("gamma", _numbers(_GAMMA.value, float, "gamma")),
+                     "topk": ("k", _numbers(_K.value, int, "k")),
+                     "threshold": ("tau", _numbers(_TAU.value, float, "tau")),
+                     "ancestral": ("steps", _numbers(_STEPS.value, int, "steps"))}[rule]
+    proxies = ["confidence"] if rule == "ancestral" else _PROXY.value
+    return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values]
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.ERROR)
+    import numpy as np
+
+    from mdm import data, sampling, study, train
+    from mdm.tasks import sudoku
+
+    try:
+        configs = settings()
+        if _BATCH.value < 1 or _EXAMPLES.value < 0:
+            raise ValueError("--batch_size must be >= 1 and --examples >= 0")
+        graphdef, params, config = train.load_model(_WORKDIR.value)
+        model_fn = sampling.model_fn_from(graphdef, params)
+        if _PUZZLE.value:
+            if config.data.name not in ("sudoku", "sudoku_minimal"):
+                raise ValueError(f"--puzzle solves Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
+            puzzle = sudoku.parse_puzzle(_PUZZLE.value)
+            out = study.solve_sudoku(model_fn, puzzle, configs[0], _SEED.value)
+            steps = np.where(puzzle > 0, "", out["fill_step"].astype(str))
+            print(f"{configs[0].describe()}: {out['nfe']} model calls, "
+                  f"{'a valid solution' if out['valid'] else 'NOT a valid solution'}; "
+                  f"(n) = the call that filled the cell, clues have none")
+            print(sudoku.pretty(out["grid"], steps))
+            sys.exit(0 if out["valid"] else 1)
+        name = _DATASET.value or config.data.name
+        sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
+        if _DATASET.value:
+            if name not in data.DATASETS or data.DATASETS[name].task_spec != data.DATASETS[config.data.name].task_spec:
+                raise ValueError(f"--dataset {name!r} is not a data set of this checkpoint's task "
+                                 f"({config.data.name}); known: {', '.join(data.DATASETS)}")
+            sizes = {"train_size": None, "test_size": None}
+        split = data.load(name, "test", config.data.data_dir or None, **sizes)
+        if _EXAMPLES.value:
+            split = split.take(np.arange(min(_EXAMPLES.value, len(split))))
+        rows = study.run_settings(model_fn, split, configs, _BATCH.value, _SEED.value, _REFILL.value)
+    except (ValueError, train.TrainingError, sudoku.PuzzleError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
+          f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}")
+    print(study.format_table(rows))
+    csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
+    print(f"rows written to {csv_path} and .json")
+
+
+if __name__ == "__main__":
+    app.run(main)

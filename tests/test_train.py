@@ -1,0 +1,154 @@
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdm import checkpoint, data, train
+from mdm.config import validate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from configs import maze as maze_config, sudoku as sudoku_config  # noqa: E402
+
+
+def tiny(module=sudoku_config, **overrides):
+    config = module.get_config("tiny")
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def run_cli(args, env_extra=None, timeout=300):
+    env = dict(os.environ, WANDB_MODE="disabled", **(env_extra or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("module", [sudoku_config, maze_config], ids=["sudoku", "maze"])
+def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
+    for preset in ("quick", "paper", "tiny"):
+        validate(module.get_config(preset))
+    state = train.train(tiny(module), str(tmp_path / "run"), progress=False)
+    assert int(state.step) == 4
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any("eval/top1_solve_rate" in line for line in lines)
+    assert any("eval/elbo_bits_per_token" in line for line in lines)
+    assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).latest_step() == 4
+
+
+def test_tiny_model_overfits_a_tiny_batch(data_dir):
+    config = tiny(**{"train.lr": 3e-3, "train.steps": 250, "train.warmup_steps": 10,
+                     "model.width": 64, "model.depth": 2})
+    split = data.load("sudoku", "train", data_dir, 500, 500)
+    cfg = train.model_config(config, split.task)
+    graphdef, params = train.init_model(cfg, 0)
+    tx = train.make_optimizer(config)
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), params)
+    step = jax.jit(train.make_train_step(graphdef, cfg, tx, config))
+    eval_loss = jax.jit(train.make_eval_loss(graphdef, cfg, config))
+    batch = {"tokens": split.tokens[:8], "answer_mask": split.answer_mask[:8]}
+    before = float(eval_loss(state.params, batch, jax.random.key(0))["loss"])
+    for _ in range(250):
+        state, _ = step(state, batch)
+    after = float(eval_loss(state.params, batch, jax.random.key(0))["loss"])
+    assert after < 0.2 * before
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    config = tiny(**{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0})
+    straight = train.train(config, str(tmp_path / "a"), progress=False)
+    train.train(config, str(tmp_path / "b"), stop_at=3, progress=False)  # "interrupted" at 3
+    resumed = train.train(config, str(tmp_path / "b"), progress=False)
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+_DUMP = """
+import sys, numpy as np, jax
+sys.path.insert(0, '.')
+from configs import sudoku
+from mdm import train
+c = sudoku.get_config('tiny'); c.eval.sample_examples = 0; c.train.steps = 3
+s = train.train(c, sys.argv[1], progress=False)
+print('devices', jax.device_count())
+np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(s.params)])
+"""
+
+
+def test_four_devices_match_one(data_dir, tmp_path):
+    env = {"MDM_DATA_DIR": data_dir}
+    one = run_cli(["-c", _DUMP, str(tmp_path / "one"), str(tmp_path / "one.npz")], env)
+    four = run_cli(["-c", _DUMP, str(tmp_path / "four"), str(tmp_path / "four.npz")],
+                   dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert four.returncode == 0, four.stderr[-2000:]
+    assert "devices 1" in one.stdout and "devices 4" in four.stdout
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "four.npz")
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
+    proc = subprocess.Popen([sys.executable, "train.py", "--config", "configs/sudoku.py:tiny",
+                             f"--workdir={workdir}", "--config.train.steps=100000",
+                             "--config.eval.every=100000", "--config.checkpoint.every=100000"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saved step" in out
+    step = checkpoint.Checkpointer(workdir, read_only=True).latest_step()
+    assert step is not None and 0 < step < 100000
+    graphdef, params, config = train.load_model(str(workdir))
+    assert config.train.steps == 100000
+
+
+def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
+    env = {"MDM_DATA_DIR": data_dir}
+    unknown = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a",
+                       "--config.train.nope=1"], env)
+    assert unknown.returncode != 0 and "nope" in unknown.stderr
+    bad = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/b",
+                   "--config.train.lr=-1"], env)
+    assert bad.returncode != 0 and "config.train.lr must be positive" in bad.stderr
+    preset = run_cli(["train.py", "--config", "configs/sudoku.py:huge", f"--workdir={tmp_path}/c"], env)
+    assert preset.returncode != 0 and "unknown preset 'huge'" in preset.stderr
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    train.train(tiny(**{"eval.sample_examples": 0}), workdir, progress=False)
+    with pytest.raises(train.TrainingError, match="incompatible model .*model.width 32 vs 64"):
+        train.train(tiny(**{"model.width": 64}), workdir, progress=False)
+    with pytest.raises(train.TrainingError, match="data.name"):
+        train.train(tiny(maze_config), workdir, progress=False)
+    assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(train.TrainingError, match="cannot write to workdir"):
+        train.train(tiny(), str(blocker / "run"), progress=False)
+
+
+def test_nonfinite_loss_stops_with_a_clear_message(data_dir, tmp_path):
+    config = tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30, "train.steps": 8, "train.log_every": 1,
+                     "eval.sample_examples": 0, "checkpoint.every": 100})
+    with pytest.raises(FloatingPointError, match="not finite|the loss is"):
+        train.train(config, str(tmp_path / "run"), progress=False)
