@@ -3,11 +3,14 @@
 Evaluates every setting on the test split and prints one row each (solve rate, token
 accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
 <workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
+`--study` runs the whole study (configs/study.py grids) and writes results.csv, frontier.png,
+bound.png, tightness.png, limit.png and report.md into the workdir.
 Flags only; the work is in mdm/sampling.py and mdm/study.py.
 """
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py).")
 _SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "ancestral"], "Selection rule.")
@@ -23,9 +26,16 @@ _EXAMPLES = flags.DEFINE_integer("examples", 0, "Test examples to use (0: the wh
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Model rows (slots) per step.")
 _REFILL = flags.DEFINE_bool("refill", True, "Stream examples into finished slots.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_SHOW = flags.DEFINE_integer("show", 0, "Print this many test examples as sampled by the first "
+                              "setting: Sudoku grids with fill steps, mazes as drawings.")
 _DATASET = flags.DEFINE_string("dataset", "", "Evaluate on another data set of the same task, "
                                "e.g. sudoku_minimal (default: the checkpoint's).")
 _PUZZLE = flags.DEFINE_string("puzzle", "", "One Sudoku, 81 characters, 0 or . for blanks.")
+_STUDY = flags.DEFINE_bool("study", False, "Run the study: every rule's frontier, the bound, the limit.")
+_STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", "configs/study.py:full",
+                                                "Grids of the study, e.g. configs/study.py:quick.")
+_WANDB = flags.DEFINE_enum("wandb_mode", "", ["", "disabled", "offline", "online"],
+                           "Send study tables and figures to wandb (default: the checkpoint's setting).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -83,9 +93,13 @@ def main(argv):
                                  f"({config.data.name}); known: {', '.join(data.DATASETS)}")
             sizes = {"train_size": None, "test_size": None}
         split = data.load(name, "test", config.data.data_dir or None, **sizes)
+        if _STUDY.value:  # the study config says how many examples
+            return run_study(model_fn, split, config, graphdef)
         if _EXAMPLES.value:
             split = split.take(np.arange(min(_EXAMPLES.value, len(split))))
-        rows = study.run_settings(model_fn, split, configs, _BATCH.value, _SEED.value, _REFILL.value)
+        rows, outputs = study.run_settings(model_fn, split, configs, _BATCH.value, _SEED.value, _REFILL.value)
+        if _SHOW.value:
+            show(split, outputs[configs[0]], configs[0], _SHOW.value)
     except (ValueError, train.TrainingError, sudoku.PuzzleError) as e:
         sys.exit(f"error: {e}")
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
@@ -93,6 +107,44 @@ def main(argv):
     print(study.format_table(rows))
     csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
     print(f"rows written to {csv_path} and .json")
+
+
+def show(split, out, cfg, count):
+    import numpy as np
+
+    from mdm.tasks import maze, sudoku
+
+    for i in range(min(count, len(split))):
+        solved = "solved" if out["solved"][i] else "NOT solved"
+        print(f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}")
+        if split.task.name == "sudoku":
+            steps = np.where(split.answer_mask[i], out["fill_step"][i].astype(str), "")
+            print(sudoku.pretty(sudoku.decode(out["tokens"][i]), steps))
+        else:
+            print(maze.draw(out["tokens"][i], split.task.maze_n))
+
+
+def run_study(model_fn, split, config, graphdef):
+    from flax import nnx
+
+    from mdm import metrics, study
+
+    study_config = _STUDY_CONFIG.value
+    if study_config.examples < 1 or study_config.batch_size < 1 or not 0 < study_config.keep_fraction <= 1:
+        raise ValueError("study_config.examples and batch_size must be >= 1, keep_fraction in (0, 1]")
+    if _WANDB.value:
+        config.wandb.mode = _WANDB.value
+    writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
+                                   jsonl_name="study_metrics.jsonl")
+    cfg = nnx.merge(graphdef, model_fn[1]).cfg
+    try:
+        result = study.run_study(model_fn, split, study_config, _WORKDIR.value, cfg.mask_id, cfg.vocab_size,
+                                 writers)
+    finally:
+        writers.close()
+    print(result["report"])
+    print(f"study written to {_WORKDIR.value}: report.md, results.csv, frontier.png, bound.png, "
+          f"bound_steps.csv, tightness.csv/png, limit.png")
 
 
 if __name__ == "__main__":

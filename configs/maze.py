@@ -15,11 +15,11 @@ def get_config(preset: str = "quick"):
         c.data.name = "maze5"
         c.model.update(width=128, depth=4, heads=4)
         c.train.update(steps=1800, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.99)
-        c.eval.update(every=600, sample_examples=256)
+        c.eval.update(every=900, sample_examples=256)
         c.checkpoint.every = 300
     elif preset == "paper":
         c.data.name = "maze10"
-        c.model.update(width=384, depth=6, heads=6)
+        c.model.update(width=256, depth=8, heads=8)  # about 6.3M parameters
         c.train.update(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
         c.eval.update(every=2000, sample_examples=1000)
         c.checkpoint.every = 2000

@@ -24,8 +24,10 @@ class StdoutWriter:
         self.stream = stream or sys.stdout
 
     def write(self, step: int, scalars: dict) -> None:
+        from tqdm.auto import tqdm
+
         text = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
-        print(f"[step {step}] {text}", file=self.stream, flush=True)
+        tqdm.write(f"[step {step}] {text}", file=self.stream)  # keeps a progress bar intact
 
     def write_table(self, name: str, rows: list[dict]) -> None:
         pass

@@ -53,11 +53,15 @@ def model_config(config, task) -> ModelConfig:
                        time_conditioning=m.time_conditioning, compute_dtype=compute_dtype(config))
 
 
+def lr_schedule(config) -> optax.Schedule:
+    t = config.train
+    return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
     t = config.train
-    schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)
     return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                       optax.adamw(schedule, b2=t.b2, weight_decay=t.weight_decay))
+                       optax.adamw(lr_schedule(config), b2=t.b2, weight_decay=t.weight_decay))
 
 
 def init_model(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, dict]:
@@ -73,11 +77,8 @@ def apply_model(graphdef: nnx.GraphDef, params: dict, tokens_BxL: jax.Array,
 def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, ml_collections.ConfigDict]:
     """(graphdef, params, config) of the latest checkpoint in workdir, for sampling."""
     ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise TrainingError(f"no checkpoint in {workdir}; make one with "
-                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-    if ckpt.latest_step() is None:
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
+    if ckpt is None or ckpt.latest_step() is None:
         raise TrainingError(f"no checkpoint in {workdir}; make one with "
                             f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
     config = ml_collections.ConfigDict(ckpt.config())
@@ -97,48 +98,39 @@ def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
     return graphdef, abstract
 
 
-def make_train_step(graphdef, cfg: ModelConfig, tx, config):
-    schedule, t_min, seed = config.diffusion.schedule, config.diffusion.t_min, config.seed
-    ema_decay, time_input = config.train.ema_decay, cfg.time_conditioning
+def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: jax.Array
+                ) -> tuple[jax.Array, dict]:
+    """Masks the answers of a batch at stratified times and scores the model: (loss, metrics)."""
+    schedule = config.diffusion.schedule
+    t_key, mask_key = jax.random.split(key)
+    tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
+    t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], config.diffusion.t_min)
+    z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id, schedule)
+    logits_BxLxV = apply_model(graphdef, params, z_BxL, t_B if cfg.time_conditioning else None)
+    return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)
 
-    def loss_fn(params, batch, key):
-        t_key, mask_key = jax.random.split(key)
-        tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
-        t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], t_min)
-        z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B,
-                                                   cfg.mask_id, schedule)
-        logits_BxLxV = apply_model(graphdef, params, z_BxL, t_B if time_input else None)
-        return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)
+
+def make_train_step(graphdef, cfg: ModelConfig, tx, config):
+    seed, ema_decay = config.seed, config.train.ema_decay
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.key(seed), state.step)
-        (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        grad_fn = jax.value_and_grad(lambda p: masked_elbo(graphdef, cfg, config, p, batch, key), has_aux=True)
+        (_, step_metrics), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # EMA with a warm-up, so that short runs are not dominated by the initialisation.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
-        step_metrics = dict(step_metrics, grad_norm=optax.tree.norm(grads),
-                            param_norm=optax.tree.norm(params))
+        step_metrics = dict(step_metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
         return TrainState(state.step + 1, params, opt_state, ema), step_metrics
 
     return train_step
 
 
 def make_eval_loss(graphdef, cfg: ModelConfig, config):
-    """ELBO on a batch with a fixed key: comparable across steps and runs."""
-    schedule, t_min = config.diffusion.schedule, config.diffusion.t_min
-
-    def eval_loss(params, batch, key):
-        t_key, mask_key = jax.random.split(key)
-        tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
-        t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], t_min)
-        z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B,
-                                                   cfg.mask_id, schedule)
-        logits = apply_model(graphdef, params, z_BxL, t_B if cfg.time_conditioning else None)
-        return diffusion.elbo_loss(logits, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)[1]
-
-    return eval_loss
+    """ELBO metrics of a batch with a given key (fixed keys make steps and runs comparable)."""
+    return lambda params, batch, key: masked_elbo(graphdef, cfg, config, params, batch, key)[1]
 
 
 def make_mesh() -> Mesh:
@@ -243,8 +235,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
 
     train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
-    writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=not progress)
+    writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=progress)
     config_dict = config.to_dict()
+    schedule = lr_schedule(config)
     start = int(state.step)
     end = min(config.train.steps, stop_at) if stop_at is not None else config.train.steps
     proc, nproc = jax.process_index(), jax.process_count()
@@ -257,29 +250,45 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
 
     from tqdm.auto import tqdm
     bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or proc != 0)
-    pending = None  # metrics of a logged step, read one step later so the device never waits
-    last_time, last_step = time.time(), start
+    pending = None  # (step, metrics) of a logged step, read one step later: the device never waits
+    clock = {"time": time.time(), "step": start}
     tokens_per_step = config.train.batch_size * task.length
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        step, step_metrics = pending
+        pending = None
+        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"the loss is {values['loss']} at step {step}; "
+                                     f"the last good checkpoint is kept")
+        steps_per_s = (step - clock["step"]) / max(time.time() - clock["time"], 1e-9)
+        values.update(lr=float(schedule(step)), steps_per_s=steps_per_s,
+                      tokens_per_s=steps_per_s * tokens_per_step)
+        writers.write(step, values)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
+        clock.update(time=time.time(), step=step)
+
     try:
         with _StopFlag() as flag:
             for step in range(start, end):
                 batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc)
                 state, step_metrics = train_step(state, shard_batch(batch, batch_sharding))
-                if pending is not None:
-                    _log(writers, bar, *pending, last_time, last_step, tokens_per_step, tx_lr(config, pending[0]))
-                    last_time, last_step, pending = time.time(), pending[0], None
+                flush()
                 done = step + 1
                 if done % config.train.log_every == 0 or done == end:
                     pending = (done, step_metrics)
                 bar.update(1)
                 if done % config.eval.every == 0 or done == end:
-                    if pending is not None:
-                        _log(writers, bar, *pending, last_time, last_step, tokens_per_step, tx_lr(config, pending[0]))
-                        last_time, last_step, pending = time.time(), pending[0], None
+                    flush()
                     writers.write(done, evaluate(graphdef, cfg, state.ema, test_split, config, eval_loss))
+                    clock.update(time=time.time())  # eval time is not training time
                 if done % config.checkpoint.every == 0 or done == end or flag.stop:
                     save(done)
                 if flag.stop:
+                    flush()
                     print(f"SIGTERM: saved step {done} and stopped", flush=True)
                     break
     finally:
@@ -287,23 +296,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         ckpt.close()
         writers.close()
     return state
-
-
-def tx_lr(config, step: int) -> float:
-    t = config.train
-    return float(optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)(step))
-
-
-def _log(writers, bar, step, step_metrics, last_time, last_step, tokens_per_step, lr) -> None:
-    values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-    if not math.isfinite(values["loss"]):
-        raise FloatingPointError(f"the loss is {values['loss']} at step {step}; "
-                                 f"the last good checkpoint is kept")
-    elapsed = max(time.time() - last_time, 1e-9)
-    steps_per_s = (step - last_step) / elapsed
-    values.update(lr=lr, steps_per_s=steps_per_s, tokens_per_s=steps_per_s * tokens_per_step)
-    writers.write(step, values)
-    bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
 
 
 def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval_loss=None) -> dict:
@@ -328,8 +320,7 @@ def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval
         model_fn = sampling.model_fn_from(graphdef, params)
         for name, sampler_cfg in (("top1", sampling.SamplerConfig(rule="topk", k=1)),
                                   (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma))):
-            out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size,
-                                   warmup=False)
+            out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size)
             result[f"eval/{name}_solve_rate"] = out["solve_rate"]
             result[f"eval/{name}_mean_nfe"] = out["mean_nfe"]
     return result

@@ -1,0 +1,39 @@
+"""Grids of the study (python sample.py --workdir runs/x --study --study_config configs/study.py:quick).
+
+  full:  the grids of the issue, 2,000 test examples (a GPU/TPU, or patience).
+  quick: the same grids on 300 test examples (about 20 minutes on a 2-core CPU with the quick model).
+  tiny:  a few settings on a handful of examples (tests).
+Any field: --study_config.examples=500, --study_config.gammas="(0, 0.1, 1)".
+"""
+import ml_collections
+
+
+def get_config(preset: str = "full"):
+    c = ml_collections.ConfigDict()
+    c.examples = 2000
+    c.batch_size = 256
+    c.proxies = ("confidence", "entropy", "margin")
+    c.gammas = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+    c.ks = (1, 2, 4, 8, 16)
+    c.taus = (0.99, 0.95, 0.9, 0.7, 0.5)
+    c.ancestral_steps = (4, 8, 16, 32, 64)
+    c.keep_fraction = 0.99  # "keeps top-1's accuracy": solve rate >= this fraction of top-1's
+    c.tightness_examples = 100  # examples whose 2- and 3-position steps get a chain-rule joint
+    c.tightness_gamma = 1.0  # the EB setting examined for tightness (large enough for sets of 2-3)
+    c.seed = 0
+    if preset == "quick":
+        c.examples = 300
+        c.tightness_examples = 40
+    elif preset == "tiny":
+        c.examples = 6
+        c.batch_size = 4
+        c.proxies = ("confidence",)
+        c.gammas = (0.0, 1.0)
+        c.ks = (1, 4)
+        c.taus = (0.9,)
+        c.ancestral_steps = (4,)
+        c.tightness_examples = 3
+        c.tightness_gamma = 4.0  # an untrained model is unsure: sets of two need a large budget
+    elif preset != "full":
+        raise ValueError(f"unknown preset {preset!r} for configs/study.py; expected full, quick or tiny")
+    return c

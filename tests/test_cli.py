@@ -1,0 +1,67 @@
+"""End to end: train.py then sample.py on a tiny config, and each bad input of sample.py."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+
+
+def run(args, data_dir, timeout=300):
+    env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workdir(data_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "run"
+    out = run(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path}"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return str(path)
+
+
+def test_sample_table_and_files(workdir, data_dir):
+    out = run(["sample.py", f"--workdir={workdir}", "--gamma", "0,1", "--proxy", "confidence,entropy",
+               "--examples", "20", "--batch_size", "8"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for setting in ("eb gamma=0 (confidence)", "eb gamma=1 (entropy)"):
+        assert setting in out.stdout
+    assert "NFE x" in out.stdout
+    assert (pathlib.Path(workdir) / "sample_results.csv").exists()
+    other = run(["sample.py", f"--workdir={workdir}", "--sampler", "ancestral", "--steps", "4",
+                 "--examples", "10", "--norefill", "--show", "1"], data_dir)
+    assert other.returncode == 0 and "ancestral steps=4" in other.stdout
+    assert "example 0 (ancestral steps=4 (random))" in other.stdout and "-------+" in other.stdout
+
+
+def test_solve_one_puzzle(workdir, data_dir):
+    out = run(["sample.py", f"--workdir={workdir}", "--puzzle", PUZZLE, "--sampler", "topk"], data_dir)
+    assert "model calls" in out.stdout and "(1)" in out.stdout  # cells show the call that filled them
+    assert out.returncode in (0, 1)  # 1: the tiny model's answer is not a valid solution
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gamma", "-1"], "gamma must be >= 0"),
+    (["--sampler", "topk", "--k", "0"], "k must be >= 1"),
+    (["--sampler", "threshold", "--tau", "1.5"], "tau must be in (0, 1]"),
+    (["--sampler", "beam"], "beam"),
+    (["--proxy", "logits"], "unknown proxy"),
+    (["--gamma", "abc"], "--gamma takes a comma-separated list"),
+    (["--puzzle", "123"], "81 cells"),
+    (["--puzzle", "11" + "0" * 79], "row 1 holds 1 twice"),
+    (["--puzzle", "x" * 81], "digits 1-9"),
+    (["--dataset", "maze5"], "not a data set of this checkpoint's task"),
+])
+def test_bad_input(workdir, data_dir, args, message):
+    out = run(["sample.py", f"--workdir={workdir}", *args], data_dir)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+def test_missing_checkpoint_names_the_train_command(tmp_path, data_dir):
+    out = run(["sample.py", f"--workdir={tmp_path}"], data_dir)
+    assert out.returncode != 0 and "no checkpoint" in out.stderr and "python train.py" in out.stderr

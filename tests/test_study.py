@@ -1,0 +1,91 @@
+import csv
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mdm import data, sampling, study, train
+from mdm.sampling import SamplerConfig
+
+sys.path.insert(0, ".")
+from configs import study as study_config, sudoku as sudoku_config  # noqa: E402
+
+
+def test_tc_of_hand_made_joints():
+    # Two copies of one fair coin: TC = ln 2 and the bound sum - max = ln 2 (tight).
+    copies = np.array([[0.5, 0.0], [0.0, 0.5]])
+    tc, sum_h, max_h = study.total_correlation(copies)
+    assert tc == pytest.approx(np.log(2)) and sum_h - max_h == pytest.approx(np.log(2))
+    # Independent variables: TC = 0.
+    independent = np.outer([0.2, 0.8], [0.6, 0.3, 0.1])
+    assert study.total_correlation(independent)[0] == pytest.approx(0.0, abs=1e-12)
+    # Three fair bits with x3 = x1 xor x2: pairwise independent, TC = 3 ln2 - 2 ln2 = ln 2.
+    xor = np.zeros((2, 2, 2))
+    for a in range(2):
+        for b in range(2):
+            xor[a, b, a ^ b] = 0.25
+    assert study.total_correlation(xor)[0] == pytest.approx(np.log(2))
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 3), vocab=st.integers(2, 4),
+       concentration=st.sampled_from([0.1, 1.0, 10.0]))
+def test_tc_between_zero_and_the_bound(seed, k, vocab, concentration):
+    joint = np.random.default_rng(seed).dirichlet([concentration] * vocab ** k).reshape([vocab] * k)
+    tc, sum_h, max_h = study.total_correlation(joint)
+    assert -1e-9 <= tc <= sum_h - max_h + 1e-9
+
+
+def test_chain_rule_recovers_a_known_joint():
+    """A fake model: position 0 has a fixed distribution; position 1 given position 0 follows
+    a known table; position 2 given (0, 1) another one. Masked inputs use id 3."""
+    vocab, mask = 3, 3
+    rng = np.random.default_rng(0)
+    p0 = rng.dirichlet(np.ones(vocab))
+    p1 = rng.dirichlet(np.ones(vocab), size=vocab)  # [x0, x1]
+    p2 = rng.dirichlet(np.ones(vocab), size=(vocab, vocab))  # [x0, x1, x2]
+
+    def apply(params, tokens_BxL):
+        t0, t1 = tokens_BxL[:, 0], tokens_BxL[:, 1]
+        safe0, safe1 = jnp.minimum(t0, vocab - 1), jnp.minimum(t1, vocab - 1)
+        l0 = jnp.broadcast_to(jnp.log(p0), (tokens_BxL.shape[0], vocab))
+        l1 = jnp.log(jnp.asarray(p1)[safe0])
+        l2 = jnp.log(jnp.asarray(p2)[safe0, safe1])
+        return jnp.stack([l0, l1, l2], 1).astype(jnp.float32)
+
+    joint = study.chain_rule_joint(apply, None, np.array([mask, mask, mask]), [0, 1, 2], vocab)
+    expected = p0[:, None, None] * p1[:, :, None] * p2
+    np.testing.assert_allclose(joint, expected, rtol=1e-5)
+    assert joint.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_study_writes_every_file(data_dir, tmp_path):
+    config = sudoku_config.get_config("tiny")
+    split = data.load("sudoku", "test", data_dir, 500, 500)
+    cfg = train.model_config(config, split.task)
+    graphdef, params = train.init_model(cfg, 0)
+    model_fn = sampling.model_fn_from(graphdef, params)
+    grids = study_config.get_config("tiny")
+    result = study.run_study(model_fn, split, grids, tmp_path,
+                             cfg.mask_id, cfg.vocab_size, progress=False)
+    for name in ("results.csv", "frontier.png", "bound.png", "bound_steps.csv", "tightness.csv",
+                 "tightness.png", "limit.png", "report.md"):
+        assert (tmp_path / name).exists(), name
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) >= {"rule", "proxy", "param", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe",
+                            "wall_s", "nfe_speedup"}
+    assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "ancestral"}
+    with open(tmp_path / "bound_steps.csv") as f:
+        steps = list(csv.DictReader(f))
+    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "chosen", "wrong"}
+    # Every answer position is counted once per setting.
+    per_setting = {}
+    for s in steps:
+        per_setting[s["setting"]] = per_setting.get(s["setting"], 0) + int(s["chosen"])
+    assert set(per_setting.values()) == {int(split.answer_mask[:grids.examples].sum())}
+    assert all(r["bound"] >= 0 for r in result["tightness"])
+    assert "## Frontier" in result["report"] and "## The parallel limit" in result["report"]
