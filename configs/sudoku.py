@@ -15,9 +15,9 @@ def get_config(preset: str = "quick"):
     c.data.name = "sudoku"
     if preset == "quick":
         c.model.update(width=128, depth=4, heads=4)
-        c.train.update(steps=1800, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.99)
-        c.eval.update(every=900, sample_examples=256)  # sampling on a CPU is not free
-        c.checkpoint.every = 300
+        c.train.update(steps=1400, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.99)
+        c.eval.update(every=700, sample_examples=256)  # sampling on a CPU is not free
+        c.checkpoint.every = 350
     elif preset == "paper":
         c.model.update(width=256, depth=8, heads=8)  # about 6.3M parameters
         c.train.update(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
