@@ -31,6 +31,8 @@ _SHOW = flags.DEFINE_integer("show", 0, "Print this many test examples as sample
 _DATASET = flags.DEFINE_string("dataset", "", "Evaluate on another data set of the same task, "
                                "e.g. sudoku_minimal (default: the checkpoint's).")
 _PUZZLE = flags.DEFINE_string("puzzle", "", "One Sudoku, 81 characters, 0 or . for blanks.")
+_PUZZLE_FILE = flags.DEFINE_string("puzzle_file", "", "Evaluate on a file of Sudoku puzzles instead of the "
+                                   "test split: 81 characters a line, optionally ',solution'.")
 _STUDY = flags.DEFINE_bool("study", False, "Run the study: every rule's frontier, the bound, the limit.")
 _STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", "configs/study.py:full",
                                                 "Grids of the study, e.g. configs/study.py:quick.")
@@ -75,7 +77,7 @@ def main(argv):
         graphdef, params, config = train.load_model(_WORKDIR.value)
         model_fn = sampling.model_fn_from(graphdef, params)
         if _PUZZLE.value:
-            if config.data.name not in ("sudoku", "sudoku_minimal"):
+            if data.DATASETS[config.data.name].task != "sudoku":
                 raise ValueError(f"--puzzle solves Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
             puzzle = sudoku.parse_puzzle(_PUZZLE.value)
             out = study.solve_sudoku(model_fn, puzzle, configs[0], _SEED.value)
@@ -85,14 +87,7 @@ def main(argv):
                   f"(n) = the call that filled the cell, clues have none")
             print(sudoku.pretty(out["grid"], steps))
             sys.exit(0 if out["valid"] else 1)
-        name = _DATASET.value or config.data.name
-        sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
-        if _DATASET.value:
-            if name not in data.DATASETS or data.DATASETS[name].task_spec != data.DATASETS[config.data.name].task_spec:
-                raise ValueError(f"--dataset {name!r} is not a data set of this checkpoint's task "
-                                 f"({config.data.name}); known: {', '.join(data.DATASETS)}")
-            sizes = {"train_size": None, "test_size": None}
-        split = data.load(name, "test", config.data.data_dir or None, **sizes)
+        name, split = load_examples(config)
         if _STUDY.value:  # the study config says how many examples
             return run_study(model_fn, split, config, graphdef)
         if _EXAMPLES.value:
@@ -107,6 +102,31 @@ def main(argv):
     print(study.format_table(rows))
     csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
     print(f"rows written to {csv_path} and .json")
+
+
+def load_examples(config):
+    """(name, split) to evaluate: --puzzle_file, --dataset, or the checkpoint's test split."""
+    from mdm import data
+    from mdm.tasks import sudoku
+
+    task = data.DATASETS[config.data.name].task_spec
+    if _PUZZLE_FILE.value:
+        if task.name != "sudoku":
+            raise ValueError(f"--puzzle_file holds Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
+        puzzles, solutions, report = sudoku.load_puzzles(_PUZZLE_FILE.value)
+        print(f"{_PUZZLE_FILE.value}: {report.summary()}")
+        if not len(puzzles):
+            raise ValueError(f"{_PUZZLE_FILE.value} holds no usable puzzle")
+        tokens, answer_mask = sudoku.encode(puzzles, solutions)
+        return _PUZZLE_FILE.value, data.Split(tokens, answer_mask, {}, task)
+    if _DATASET.value:
+        name = _DATASET.value
+        if name not in data.DATASETS or data.DATASETS[name].task_spec != task:
+            raise ValueError(f"--dataset {name!r} is not a data set of this checkpoint's task "
+                             f"({config.data.name}); known: {', '.join(data.DATASETS)}")
+        return name, data.load(name, "test", config.data.data_dir or None)
+    sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
+    return config.data.name, data.load(config.data.name, "test", config.data.data_dir or None, **sizes)
 
 
 def show(split, out, cfg, count):

@@ -144,7 +144,7 @@ def draw_tokens(cfg: SamplerConfig, logits_BxLxV: jax.Array, key_B: jax.Array) -
         sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
         cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
         # Keep the smallest set whose mass reaches top_p (the top token always survives).
-        cutoff_index = jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True)
+        cutoff_index = jnp.minimum(jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True), logits.shape[-1] - 1)
         cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, -1)
         logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, -1))(key_B, logits).astype(jnp.int32)

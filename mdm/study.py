@@ -332,12 +332,16 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
         top = max(depth.max(), star["nfe"].max())
         ax.plot([0, top], [0, top], "k-", lw=0.8, label="NFE = depth")
         ax.set_xlabel("singles depth (rounds)")
-    else:
+    elif "path_len" in split.meta:
         length = split.meta["path_len"]
         limit.update(mean_path_len=float(length.mean()), mean_nfe=float(star["nfe"].mean()),
                      corr_nfe_path_len=float(np.corrcoef(length, star["nfe"])[0, 1]) if star["nfe"].std() > 0 else float("nan"))
         ax.scatter(length + jitter, star["nfe"], s=8, alpha=0.5)
         ax.set_xlabel("path length (cells)")
+    else:  # external puzzles carry no depth
+        limit["mean_nfe"] = float(star["nfe"].mean())
+        ax.hist(star["nfe"], bins=20)
+        ax.set_xlabel("NFE")
     ax.set_ylabel(f"NFE of EB gamma={gamma_star:g}")
     ax.legend(fontsize=7) if ax.get_legend_handles_labels()[0] else None
     fig.tight_layout()
@@ -411,9 +415,12 @@ def _report(rows, summary, bound_table, tight, limit, study, n_examples) -> str:
             f"{limit['mean_ratio_nfe_over_depth']:.2f}, solve rate {limit['solve_rate']:.1%}. "
             f"The {limit['beyond_singles']} puzzles that need more than singles: mean NFE "
             f"{limit['beyond_singles_mean_nfe']:.2f}, solve rate {limit['beyond_singles_solve_rate']:.1%}.\n")
-    else:
+    elif "mean_path_len" in limit:
         parts.append(f"At EB gamma={limit['gamma']:g}: mean path length {limit['mean_path_len']:.2f} cells, "
                      f"mean NFE {limit['mean_nfe']:.2f}, correlation of NFE with path length "
                      f"{limit['corr_nfe_path_len']:.2f}.\n")
+    else:
+        parts.append(f"At EB gamma={limit['gamma']:g}: mean NFE {limit['mean_nfe']:.2f} (these examples "
+                     "carry no singles depth).\n")
     parts.append("\n![limit](limit.png)\n")
     return "\n".join(parts)

@@ -65,3 +65,20 @@ def test_bad_input(workdir, data_dir, args, message):
 def test_missing_checkpoint_names_the_train_command(tmp_path, data_dir):
     out = run(["sample.py", f"--workdir={tmp_path}"], data_dir)
     assert out.returncode != 0 and "no checkpoint" in out.stderr and "python train.py" in out.stderr
+
+
+def test_puzzle_file(workdir, data_dir, tmp_path):
+    import numpy as np
+
+    from mdm.tasks import sudoku
+
+    puzzles, solutions = sudoku.generate(3, np.random.default_rng(0))
+    lines = [f"{sudoku.to_string(p)},{''.join(map(str, s))}" for p, s in zip(puzzles, solutions)]
+    path = tmp_path / "puzzles.csv"
+    path.write_text("\n".join(lines + ["123"]) + "\n")
+    out = run(["sample.py", f"--workdir={workdir}", f"--puzzle_file={path}", "--gamma", "1"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "kept 3, malformed: 1 (first at line 4)" in out.stdout
+    assert "3 test examples" in out.stdout
+    missing = run(["sample.py", f"--workdir={workdir}", f"--puzzle_file={tmp_path}/none.csv"], data_dir)
+    assert missing.returncode != 0 and "cannot read puzzle file" in missing.stderr

@@ -354,7 +354,10 @@ def load_puzzles(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, Load
     per reason in the report. Returns (puzzles [N, 81], solutions [N, 81], report).
     """
     report = LoadReport()
-    lines = pathlib.Path(path).read_text().splitlines()
+    try:
+        lines = pathlib.Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PuzzleError(f"cannot read puzzle file {path}: {getattr(e, 'strerror', None) or e}") from None
     puzzles, given, line_numbers = [], [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
