@@ -23,6 +23,7 @@ def get_config(preset: str = "full"):
     c.seed = 0
     if preset == "quick":
         c.examples = 300
+        c.batch_size = 64  # few slots: on a CPU, rows idle at the tail of a run cost as much as busy ones
         c.tightness_examples = 40
     elif preset == "tiny":
         c.examples = 6

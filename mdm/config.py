@@ -28,6 +28,32 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(c)
 
 
+PRESETS = ("quick", "paper", "tiny")
+
+
+def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) -> None:
+    """Model, training and eval sizes shared by both tasks; the config file picks the data."""
+    c.preset = preset
+    if preset == "quick":  # a 2-core CPU in about 15 minutes
+        c.model.update(width=128, depth=4, heads=4)
+        c.train.update(steps=1400, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.99)
+        c.eval.update(every=700, sample_examples=256)  # sampling on a CPU is not free
+        c.checkpoint.every = 350
+    elif preset == "paper":  # about 6M parameters, like the paper's; for a GPU/TPU
+        c.model.update(width=256, depth=8, heads=8)
+        c.train.update(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
+        c.eval.update(every=2000, sample_examples=1000)
+        c.checkpoint.every = 2000
+    elif preset == "tiny":  # tests
+        c.data.update(train_size=500, test_size=500)
+        c.model.update(width=32, depth=1, heads=2, mlp_ratio=2)
+        c.train.update(steps=4, batch_size=8, warmup_steps=1, log_every=2)
+        c.eval.update(every=4, loss_examples=16, sample_examples=8, batch_size=8)
+        c.checkpoint.every = 2
+    else:
+        raise ValueError(f"unknown preset {preset!r} for {config_file}; expected {', '.join(PRESETS)}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError with one sentence naming the first bad field."""
     def need(ok: bool, message: str) -> None:
