@@ -1,7 +1,7 @@
 """Sampler costs and speed-ups.
 
   python benchmarks/sampler.py                          # selection cost vs forward (paper preset)
-  python benchmarks/sampler.py --workdir runs/sudoku_quick --examples 2000
+  python benchmarks/sampler.py --workdir runs/sudoku_quick --examples 300
       + with a trained checkpoint: the gamma sweep against top-1 (solve rate, mean NFE) and,
         in refill mode, the wall-clock speed-up of EB next to its NFE speed-up.
 """
@@ -68,6 +68,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--preset", default="paper")
+    parser.add_argument("--slots", type=int, default=64, help="sampler rows for the sweep (refill mode)")
     parser.add_argument("--workdir", default="")
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--gammas", default="0,0.01,0.1,0.25,0.5,1,1.5,2,4")
@@ -86,7 +87,7 @@ def main():
         model_fn = sampling.model_fn_from(graphdef, params)
         settings = [SamplerConfig(rule="topk", k=1)] + [SamplerConfig(rule="eb", gamma=float(g))
                                                         for g in args.gammas.split(",")]
-        rows, _ = study.run_settings(model_fn, split, settings, args.batch, refill=True)
+        rows, _ = study.run_settings(model_fn, split, settings, args.slots, refill=True)
         print(study.format_table(rows))
         top1 = rows[0]["solve_rate"]
         keeping = [r for r in rows[1:] if r["solve_rate"] >= 0.99 * top1]
@@ -96,7 +97,7 @@ def main():
                   f"{best['mean_nfe']:.2f} NFE, solve rate {best['solve_rate']:.1%}, NFE speed-up "
                   f"{best['nfe_speedup']:.2f}x, wall speed-up {best['wall_speedup']:.2f}x "
                   f"(wall/NFE = {best['wall_speedup'] / best['nfe_speedup']:.2f})")
-        results.update(workdir=args.workdir, examples=len(split), rows=rows, best=best)
+        results.update(workdir=args.workdir, examples=len(split), slots=args.slots, rows=rows, best=best)
     save("sampler", results, args.out)
 
 
