@@ -6,6 +6,7 @@ against top-1 with the same proxy on the same examples.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import pathlib
 
@@ -120,6 +121,13 @@ def total_correlation(joint: np.ndarray) -> tuple[float, float, float]:
     return float(h.sum() - entropy(joint)), float(h.sum()), float(h.max())
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_softmax(apply_fn):
+    import jax
+
+    return jax.jit(lambda params, tokens: jax.nn.softmax(apply_fn(params, tokens).astype("float32"), -1))
+
+
 def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, positions: list[int], vocab: int,
                      batch: int = 256) -> np.ndarray:
     """The model's joint over `positions` given the context tokens_L, by the chain rule in the
@@ -127,14 +135,14 @@ def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, positions: list[int
     earlier positions are filled in. Shape [vocab] * len(positions)."""
     import itertools
 
-    import jax
+    forward = _jitted_softmax(apply_fn)
 
     def probs(inputs: np.ndarray, position: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(inputs), batch):
-            logits = apply_fn(params, inputs[start:start + batch])
-            out.append(np.asarray(jax.nn.softmax(logits[:, position].astype("float32"), -1), np.float64))
-        return np.concatenate(out)
+        n = len(inputs)
+        size = min(batch, n)
+        padded = np.concatenate([inputs, np.repeat(inputs[:1], -n % size, 0)])  # one shape: one compile
+        out = [np.asarray(forward(params, padded[i:i + size]), np.float64) for i in range(0, len(padded), size)]
+        return np.concatenate(out)[:n, position]
 
     joint = probs(tokens_L[None], positions[0])[0]
     for j in range(1, len(positions)):
@@ -167,8 +175,6 @@ def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: in
     """For steps that unmasked 2 or 3 positions: the bound sum(H) - max(H) from the model's
     marginals next to the total correlation of its chain-rule joint, in two orders (highest
     confidence first, and reversed)."""
-    import jax
-
     apply_fn, params = model_fn
     rows = []
     for ex in range(min(examples, len(split))):
@@ -178,8 +184,7 @@ def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: in
             if len(positions) not in (2, 3):
                 continue
             context = np.where(split.answer_mask[ex] & (fill >= step), mask_id, out["tokens"][ex])
-            logits = np.asarray(apply_fn(params, context[None].astype(np.int32))[0], np.float64)
-            p = np.asarray(jax.nn.softmax(logits[positions], -1), np.float64)
+            p = np.asarray(_jitted_softmax(apply_fn)(params, context[None].astype(np.int32))[0], np.float64)[positions]
             h = entropy(p, axis=-1)
             order = list(positions[np.argsort(-p.max(-1), kind="stable")])
             row = {"example": ex, "step": step, "size": len(positions), "sum_h": float(h.sum()),
