@@ -171,7 +171,9 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
              with_trace: bool = False) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows.
 
-    apply_fn(params, tokens [B, L]) -> logits [B, L, V]; MASK is token id V. Prompt tokens
+    apply_fn(params, tokens [B, L]) -> logits [B, L, V]; MASK is token id V. An apply_fn with
+    the attribute `takes_time` also gets t [B], the fraction of each row's answer positions
+    still masked (the linear schedule's time). Prompt tokens
     (answer_mask False) are kept. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
     call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`, per
     example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set) and
@@ -179,7 +181,10 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
-    vocab = jax.eval_shape(apply_fn, params, tokens_NxL[:1]).shape[-1]
+    takes_time = getattr(apply_fn, "takes_time", False)
+    call = (lambda p, t, m, a: apply_fn(p, t, m.sum(-1) / jnp.maximum(a.sum(-1), 1))) if takes_time \
+        else (lambda p, t, m, a: apply_fn(p, t))
+    vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
     mask_id = vocab
     base_key = jax.random.key(seed)
     steps = trace_length(cfg, length)
@@ -213,13 +218,13 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill)
 
     def step(s: SamplerState) -> SamplerState:
-        logits_BxLxV = apply_fn(params, s.tokens_BxL)
+        answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
+        logits_BxLxV = call(params, s.tokens_BxL, s.masked_BxL, answer_BxL)
         active_B = s.masked_BxL.any(-1)
         keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
             s.slot_example_B, s.row_step_B)
         score_keys, token_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         stats = proxies(logits_BxLxV)
-        answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
         eligible = block_eligible(s.masked_BxL, answer_BxL, cfg.block_size)
         chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys),
                         n_answer_N[jnp.minimum(s.slot_example_B, n - 1)], s.row_step_B)
@@ -258,22 +263,24 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
 # ----------------------------------------------------------------------------- model glue + eval
 
 @functools.lru_cache(maxsize=16)
-def _apply_for(graphdef) -> Callable:
+def _apply_for(graphdef, time_input: bool) -> Callable:
     from flax import nnx
 
-    def apply(params, tokens_BxL):
-        model = nnx.merge(graphdef, params)
-        t_B = None
-        if model.cfg.time_conditioning:  # the mask pattern carries the time
-            t_B = (tokens_BxL == model.cfg.mask_id).mean(-1)
-        return model(tokens_BxL, t_B)
-
+    if time_input:
+        def apply(params, tokens_BxL, t_B):
+            return nnx.merge(graphdef, params)(tokens_BxL, t_B)
+        apply.takes_time = True
+    else:
+        def apply(params, tokens_BxL):
+            return nnx.merge(graphdef, params)(tokens_BxL)
     return apply
 
 
 def model_fn_from(graphdef, params) -> tuple[Callable, Any]:
     """(apply_fn, params) for `generate` from an nnx graphdef and its parameters."""
-    return _apply_for(graphdef), params
+    from flax import nnx
+
+    return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning), params
 
 
 def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,

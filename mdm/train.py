@@ -6,7 +6,6 @@ from its last checkpoint ends with the same parameters as one that never stopped
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import signal
 import time

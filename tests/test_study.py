@@ -1,14 +1,12 @@
 import csv
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from mdm import data, sampling, study, train
-from mdm.sampling import SamplerConfig
 
 sys.path.insert(0, ".")
 from configs import study as study_config, sudoku as sudoku_config  # noqa: E402
