@@ -125,8 +125,7 @@ def load_examples(config):
             raise ValueError(f"--dataset {name!r} is not a data set of this checkpoint's task "
                              f"({config.data.name}); known: {', '.join(data.DATASETS)}")
         return name, data.load(name, "test", config.data.data_dir or None)
-    sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
-    return config.data.name, data.load(config.data.name, "test", config.data.data_dir or None, **sizes)
+    return config.data.name, data.load_for(config, "test")
 
 
 def show(split, out, cfg, count):

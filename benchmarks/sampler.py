@@ -81,8 +81,7 @@ def main():
           f"({100 * s['proxies_and_select_fraction']:.2f}%)  [batch {args.batch}, {args.preset} preset]")
     if args.workdir:
         graphdef, params, config = train.load_model(args.workdir)
-        sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
-        split = data.load(config.data.name, "test", config.data.data_dir or None, **sizes)
+        split = data.load_for(config, "test")
         split = split.take(np.arange(min(args.examples, len(split))))
         model_fn = sampling.model_fn_from(graphdef, params)
         settings = [SamplerConfig(rule="topk", k=1)] + [SamplerConfig(rule="eb", gamma=float(g))

@@ -201,6 +201,12 @@ def load(name: str, split: str, data_dir: str | None = None, train_size: int | N
                  b.spec.task_spec)
 
 
+def load_for(config, split: str) -> Split:
+    """`split` of the data set a train config names (config.data: name, data_dir, sizes)."""
+    sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
+    return load(config.data.name, split, config.data.data_dir or None, **sizes)
+
+
 # ----------------------------------------------------------------------------- batches
 
 def batch_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:

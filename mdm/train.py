@@ -90,8 +90,8 @@ def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, 
 
 def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
     cfg = model_config(config, task)
-    graphdef = init_model(cfg, 0)[0]
-    params = jax.eval_shape(lambda: init_model(cfg, 0)[1])
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+    params = nnx.to_pure_dict(state)  # shapes only: nothing is initialised
     tx = make_optimizer(config)
     abstract = jax.eval_shape(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p), p), params)
     return graphdef, abstract
@@ -206,10 +206,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     if config.train.batch_size % n_devices:
         raise TrainingError(f"config.train.batch_size {config.train.batch_size} does not split "
                             f"over {n_devices} devices")
-    data_dir = config.data.data_dir or None
-    sizes = {k: (None if config.data[k] == -1 else config.data[k]) for k in ("train_size", "test_size")}
-    train_split = data.load(config.data.name, "train", data_dir, **sizes)
-    test_split = data.load(config.data.name, "test", data_dir, **sizes)
+    train_split = data.load_for(config, "train")
+    test_split = data.load_for(config, "test")
     task = train_split.task
     cfg = model_config(config, task)
     tx = make_optimizer(config)
