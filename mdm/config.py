@@ -15,11 +15,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.preset = ""
     c.seed = 0
     c.data = dict(name="sudoku", data_dir="", train_size=-1, test_size=-1)  # -1: registered size
-    c.model = dict(width=128, depth=4, heads=4, mlp_ratio=4, positions="learned",
+    # positions: learned | rotary | structured (the task's groups, e.g. Sudoku row/column/box);
+    # peer_heads: how many heads attend only to positions sharing a group (Sudoku: 20 peers).
+    c.model = dict(width=128, depth=4, heads=4, mlp_ratio=4, positions="learned", peer_heads=0,
                    time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
     c.diffusion = dict(schedule="linear", t_min=1e-3)
-    c.train = dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=200, weight_decay=0.01,
-                   grad_clip=1.0, b2=0.99, ema_decay=0.999, log_every=50)
+    # augment: a random label-preserving symmetry of the task per example (Sudoku: digits,
+    # bands, stacks, rows, columns, transpose; mazes: rotations/reflections, edge order).
+    # The learning rate warms up, then decays by a cosine to end_lr_factor * lr.
+    c.train = dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=200, end_lr_factor=0.1,
+                   weight_decay=0.01, grad_clip=1.0, b2=0.99, ema_decay=0.999, augment=False,
+                   log_every=50)
     # Periodic evaluation on the test split: ELBO on `loss_examples`, and the solve rate of
     # top-1 and of EB(gamma) on `sample_examples` (0 turns sampling off).
     c.eval = dict(every=500, loss_examples=512, sample_examples=256, gamma=0.1, batch_size=256)
@@ -28,17 +34,24 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(c)
 
 
-PRESETS = ("quick", "paper", "tiny")
+PRESETS = ("quick", "cpu", "paper", "tiny")
 
 
 def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) -> None:
     """Model, training and eval sizes shared by both tasks; the config file picks the data."""
     c.preset = preset
-    if preset == "quick":  # a 2-core CPU in about 15 minutes
+    if preset == "quick":  # a 2-core CPU in under 15 minutes
         c.model.update(width=128, depth=4, heads=4)
-        c.train.update(steps=1400, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.99)
-        c.eval.update(every=700, sample_examples=256)  # sampling on a CPU is not free
-        c.checkpoint.every = 350
+        c.train.update(steps=1300, batch_size=64, lr=2e-3, warmup_steps=100, end_lr_factor=0.01,
+                       ema_decay=0.99)
+        c.eval.update(every=1300, sample_examples=256)  # sampling on a CPU is not free
+        c.checkpoint.every = 325
+    elif preset == "cpu":  # a 2-core CPU in under an hour
+        c.model.update(width=128, depth=4, heads=4)
+        c.train.update(steps=4500, batch_size=64, lr=2e-3, warmup_steps=200, end_lr_factor=0.01,
+                       ema_decay=0.995)
+        c.eval.update(every=2250, sample_examples=256)
+        c.checkpoint.every = 500
     elif preset == "paper":  # about 6M parameters, like the paper's; for a GPU/TPU
         c.model.update(width=256, depth=8, heads=8)
         c.train.update(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
@@ -68,12 +81,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.diffusion.schedule in diffusion.SCHEDULES,
          f"config.diffusion.schedule must be one of {diffusion.SCHEDULES}, not {config.diffusion.schedule!r}")
     need(0 <= config.diffusion.t_min < 1, f"config.diffusion.t_min must be in [0, 1), not {config.diffusion.t_min}")
+    need(config.model.positions in ("learned", "rotary", "structured"),
+         f"config.model.positions must be learned, rotary or structured, not {config.model.positions!r}")
+    task = data.DATASETS[config.data.name].task_spec
+    if config.model.positions == "structured" or config.model.peer_heads:
+        need(bool(task.position_groups()),
+             f"the {task.name} task has no position structure, so config.model.positions=structured "
+             f"and config.model.peer_heads > 0 are not available for it")
+    need(0 <= config.model.peer_heads <= config.model.heads,
+         f"config.model.peer_heads must be in [0, heads={config.model.heads}], not {config.model.peer_heads}")
     need(config.model.compute_dtype in ("auto", "float32", "bfloat16"),
          f"config.model.compute_dtype must be auto, float32 or bfloat16, not {config.model.compute_dtype!r}")
     t = config.train
     for field in ("steps", "batch_size", "log_every"):
         need(t[field] > 0, f"config.train.{field} must be positive, not {t[field]}")
     need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
+    need(0 <= t.end_lr_factor <= 1, f"config.train.end_lr_factor must be in [0, 1], not {t.end_lr_factor}")
     need(0 <= t.warmup_steps <= t.steps, f"config.train.warmup_steps must be in [0, steps], not {t.warmup_steps}")
     need(0 <= t.ema_decay < 1, f"config.train.ema_decay must be in [0, 1), not {t.ema_decay}")
     need(t.grad_clip > 0, f"config.train.grad_clip must be positive, not {t.grad_clip}")

@@ -221,11 +221,18 @@ def batch_indices(seed: int, step: int, batch_size: int, num_examples: int) -> n
 
 
 def get_batch(split: Split, seed: int, step: int, batch_size: int, process_index: int = 0,
-              process_count: int = 1) -> dict[str, np.ndarray]:
-    """This process's slice of global batch `step`: a pure function of its arguments."""
+              process_count: int = 1, augment: bool = False) -> dict[str, np.ndarray]:
+    """This process's slice of global batch `step`: a pure function of its arguments.
+
+    With `augment`, every example of the global batch gets a random label-preserving symmetry
+    of its task (drawn from (seed, step), so every process and every resumed run agree).
+    """
     if batch_size % process_count:
         raise ValueError(f"batch size {batch_size} does not split over {process_count} processes")
     indices = batch_indices(seed, step, batch_size, len(split))
+    tokens, answer_mask = split.tokens[indices], split.answer_mask[indices]
+    if augment:
+        tokens, answer_mask = split.task.augment(tokens, answer_mask, np.random.default_rng([seed, step, 1]))
     per_process = batch_size // process_count
-    mine = indices[process_index * per_process:(process_index + 1) * per_process]
-    return {"tokens": split.tokens[mine], "answer_mask": split.answer_mask[mine]}
+    mine = slice(process_index * per_process, (process_index + 1) * per_process)
+    return {"tokens": tokens[mine], "answer_mask": answer_mask[mine]}

@@ -73,3 +73,20 @@ def test_unknown_dataset_and_split():
         data.resolve("chess")
     with pytest.raises(ValueError, match="no 'train' split"):
         data.load("sudoku_minimal", "train")
+
+
+def test_augmented_batches_are_pure_and_split_over_processes():
+    from mdm.tasks import get_task, sudoku
+
+    puzzles, solutions = sudoku.generate(40, np.random.default_rng(0))
+    tokens, answer_mask = sudoku.encode(puzzles, solutions)
+    split = data.Split(tokens, answer_mask, {}, get_task("sudoku"))
+    plain = data.get_batch(split, 0, 3, 8)
+    a = data.get_batch(split, 0, 3, 8, augment=True)
+    b = data.get_batch(split, 0, 3, 8, augment=True)
+    assert (a["tokens"] == b["tokens"]).all() and (a["answer_mask"] == b["answer_mask"]).all()
+    assert (a["tokens"] != plain["tokens"]).any()
+    assert (a["answer_mask"].sum(1) == plain["answer_mask"].sum(1)).all()
+    assert (a["tokens"] != data.get_batch(split, 0, 4, 8, augment=True)["tokens"]).any()
+    parts = [data.get_batch(split, 0, 3, 8, i, 2, augment=True)["tokens"] for i in range(2)]
+    assert (np.concatenate(parts) == a["tokens"]).all()

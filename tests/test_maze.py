@@ -103,3 +103,25 @@ def test_draw_marks_the_path():
 def test_infer_n_rejects_odd_lengths():
     with pytest.raises(ValueError):
         maze.infer_n(maze.Layout(5).length + 1)
+
+
+def test_lattice_symmetries_are_the_eight_of_the_square():
+    maps = maze.lattice_symmetries(4)
+    assert maps.shape == (8, 16)
+    assert len({m.tobytes() for m in maps}) == 8
+    assert all(sorted(m) == list(range(16)) for m in maps)
+    for m in maps:  # neighbours stay neighbours
+        assert all(set(m[maze.neighbours(c, 4)]) == set(maze.neighbours(int(m[c]), 4)) for c in range(16))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_augment_keeps_the_path_valid(seed):
+    examples = maze.generate(30, np.random.default_rng(seed), n=5)
+    tokens, answer_mask = maze.augment(examples["tokens"], examples["answer_mask"], np.random.default_rng(seed), 5)
+    assert maze.is_valid_path(tokens, 5).all()
+    assert (answer_mask == examples["answer_mask"]).all()
+    assert (tokens != examples["tokens"]).any(1).all()
+    edges = lambda row: maze.parse(row, 5)[0]
+    # the augmented maze is a relabelled copy: same number of edges, path as long as before
+    assert all(len(edges(a)) == len(edges(b)) for a, b in zip(tokens, examples["tokens"]))
+    assert ((tokens == maze.END).argmax(1) == (examples["tokens"] == maze.END).argmax(1)).all()

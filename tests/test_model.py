@@ -46,3 +46,43 @@ def test_time_conditioning_uses_t():
 def test_bad_config_values(field, value):
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{**dict(vocab_size=9, length=8, width=32, heads=2), field: value})
+
+
+def _structured_cfg(**kw):
+    from mdm.tasks import sudoku
+
+    groups = tuple(tuple(int(i) for i in g) for g in sudoku.position_groups())
+    return ModelConfig(vocab_size=9, length=81, width=32, depth=1, heads=2, positions="structured",
+                       position_groups=groups, **kw)
+
+
+def test_peer_heads_see_only_peers():
+    """With every head restricted and one layer, a cell's logits ignore its non-peers."""
+    from mdm.tasks import sudoku
+
+    model = Transformer(_structured_cfg(peer_heads=2), rngs=nnx.Rngs(0))
+    tokens = jnp.full((1, 81), 9)
+    non_peer = next(c for c in range(81) if c not in sudoku.PEERS[0] and c != 0)
+    changed = tokens.at[0, non_peer].set(3)
+    peer = int(sudoku.PEERS[0][0])
+    assert jnp.allclose(model(tokens)[0, 0], model(changed)[0, 0], atol=1e-6)
+    assert not jnp.allclose(model(tokens)[0, 0], model(tokens.at[0, peer].set(3))[0, 0], atol=1e-6)
+
+
+def test_half_peer_heads_see_everything():
+    model = Transformer(_structured_cfg(peer_heads=1), rngs=nnx.Rngs(0))
+    tokens = jnp.full((1, 81), 9)
+    assert not jnp.allclose(model(tokens)[0, 0], model(tokens.at[0, 80].set(3))[0, 0], atol=1e-6)
+
+
+def test_structured_positions_tell_cells_apart():
+    model = Transformer(_structured_cfg(), rngs=nnx.Rngs(0))
+    logits = model(jnp.full((1, 81), 9))[0]
+    assert len({np.asarray(row).round(5).tobytes() for row in logits}) == 81
+
+
+def test_structure_without_groups_is_refused():
+    with pytest.raises(ValueError, match="position groups"):
+        ModelConfig(vocab_size=9, length=81, positions="structured")
+    with pytest.raises(ValueError, match="peer_heads"):
+        _structured_cfg(peer_heads=3)

@@ -197,3 +197,47 @@ def test_external_loader_counts_each_reject_reason(tmp_path):
     assert report.rejected == {"malformed": [2, 3], "contradictory": [1, 6], "unsolvable": [1, 7],
                                "not_unique": [1, 8], "wrong_solution": [1, 9]}
     assert "malformed: 2 (first at line 3)" in report.summary()
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+from hypothesis import given, settings as hyp_settings, strategies as st  # noqa: E402
+
+_AUG_PUZZLES = None
+
+
+def _aug_puzzles():
+    global _AUG_PUZZLES
+    if _AUG_PUZZLES is None:
+        _AUG_PUZZLES = sudoku.generate(6, np.random.default_rng(5))
+    return _AUG_PUZZLES
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_augment_keeps_puzzles_valid_and_unique(seed):
+    puzzles, solutions = _aug_puzzles()
+    tokens, answer_mask = sudoku.encode(puzzles, solutions)
+    new_tokens, new_mask = sudoku.augment(tokens, answer_mask, np.random.default_rng(seed))
+    new_puzzles = np.where(new_mask, 0, sudoku.decode(new_tokens))
+    assert sudoku.is_valid_solution(new_puzzles, sudoku.decode(new_tokens)).all()
+    assert (sudoku.count_solutions(new_puzzles) == 1).all()
+    assert (new_mask.sum(1) == answer_mask.sum(1)).all()
+    # every digit and every clue survives, just moved and renamed
+    assert (np.sort(np.bincount(new_tokens[0], minlength=9)) == np.sort(np.bincount(tokens[0], minlength=9))).all()
+
+
+def test_augment_reaches_transposes_and_relabellings():
+    puzzles, solutions = _aug_puzzles()
+    tokens, answer_mask = sudoku.encode(puzzles[:1].repeat(200, 0), solutions[:1].repeat(200, 0))
+    new_tokens, _ = sudoku.augment(tokens, answer_mask, np.random.default_rng(0))
+    assert len({row.tobytes() for row in new_tokens}) == 200
+    assert (new_tokens[:, 0] != tokens[:, 0]).any()
+
+
+def test_position_groups_give_the_twenty_peers():
+    groups = sudoku.position_groups()
+    assert groups.shape == (3, 81)
+    shares = ((groups[:, :, None] == groups[:, None, :]).any(0))
+    assert (shares.sum(1) == 21).all()  # 20 peers + the cell itself
+    assert all(set(np.flatnonzero(shares[c])) - {c} == set(sudoku.PEERS[c]) for c in range(81))

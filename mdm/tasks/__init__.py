@@ -34,6 +34,19 @@ class Task:
             solved = maze.is_valid_path(tokens, self.maze_n)
         return {"solved": solved, "token_accuracy": token_accuracy}
 
+    def position_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Structure for the model (see ModelConfig.position_groups); () when the task has none."""
+        if self.name == "sudoku":
+            return tuple(tuple(int(i) for i in g) for g in sudoku.position_groups())
+        return ()
+
+    def augment(self, tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """A random label-preserving symmetry per example (the answer stays the right one)."""
+        if self.name == "sudoku":
+            return sudoku.augment(tokens, answer_mask, rng)
+        return maze.augment(tokens, answer_mask, rng, self.maze_n)
+
 
 def get_task(name: str, maze_n: int = 10) -> Task:
     if name == "sudoku":

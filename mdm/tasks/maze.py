@@ -199,3 +199,38 @@ def draw(tokens: np.ndarray, n: int) -> str:
     if path is None:
         rows.append("(the answer is not a well-formed path)")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def lattice_symmetries(n: int) -> np.ndarray:
+    """[8, n*n]: the cell each cell maps to under the 8 rotations and reflections of the square."""
+    r, c = np.divmod(np.arange(n * n), n)
+    maps = []
+    for transpose in (False, True):
+        rr, cc = (c, r) if transpose else (r, c)
+        for flip_r in (False, True):
+            for flip_c in (False, True):
+                maps.append((n - 1 - rr if flip_r else rr) * n + (n - 1 - cc if flip_c else cc))
+    return np.stack(maps)
+
+
+def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: a random lattice symmetry relabels every cell, and the edge list is shuffled
+    and each edge's ends swapped at random. The path (answer) stays the maze's unique path."""
+    layout = Layout(n)
+    count, edges = len(tokens), layout.cells - 1
+    symmetry_NxC = lattice_symmetries(n)[rng.integers(8, size=count)]
+    is_cell = tokens >= FIRST_CELL
+    cell = np.where(is_cell, tokens - FIRST_CELL, 0)
+    out = np.where(is_cell, np.take_along_axis(symmetry_NxC, cell, 1) + FIRST_CELL, tokens)
+    triples_NxEx3 = out[:, :3 * edges].reshape(count, edges, 3)
+    order_NxE = np.argsort(rng.random((count, edges)), 1)
+    triples_NxEx3 = np.take_along_axis(triples_NxEx3, order_NxE[:, :, None], 1)
+    swap_NxE = rng.random((count, edges)) < 0.5
+    u, v = triples_NxEx3[:, :, 0].copy(), triples_NxEx3[:, :, 1].copy()
+    triples_NxEx3[:, :, 0] = np.where(swap_NxE, v, u)
+    triples_NxEx3[:, :, 1] = np.where(swap_NxE, u, v)
+    out[:, :3 * edges] = triples_NxEx3.reshape(count, -1)
+    return out.astype(tokens.dtype), answer_mask.copy()

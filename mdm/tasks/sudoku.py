@@ -396,3 +396,36 @@ def load_puzzles(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, Load
             keep.append(i)
     report.kept = len(keep)
     return grids[keep], solved[keep].astype(np.int8), report
+
+
+# ----------------------------------------------------------------------------- structure
+
+def position_groups() -> np.ndarray:
+    """[3, 81]: the row, column and box of each cell (cells sharing one are peers)."""
+    cell = np.arange(CELLS)
+    row, col = cell // 9, cell % 9
+    return np.stack([row, col, (row // 3) * 3 + col // 3])
+
+
+def _line_maps(rng: np.random.Generator, n: int) -> np.ndarray:
+    """[n, 9] random line orders that keep bands together: band order, then order inside each."""
+    band_Nx3 = np.argsort(rng.random((n, 3)), 1)
+    inner_Nx3x3 = np.argsort(rng.random((n, 3, 3)), 2)
+    return (3 * band_Nx3[:, :, None] + inner_Nx3x3).reshape(n, 9)
+
+
+def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A random validity-preserving symmetry per row of [N, 81] tokens: digits relabelled,
+    bands, stacks, rows in bands and columns in stacks permuted, and a transpose half the time.
+    A solution and its puzzle move together, so the answer stays the unique solution."""
+    n = len(tokens)
+    rows_Nx9, cols_Nx9 = _line_maps(rng, n), _line_maps(rng, n)
+    r, c = np.arange(CELLS) // 9, np.arange(CELLS) % 9
+    source_NxC = rows_Nx9[:, r] * 9 + cols_Nx9[:, c]
+    transposed_NxC = rows_Nx9[:, c] * 9 + cols_Nx9[:, r]
+    source_NxC = np.where(rng.random((n, 1)) < 0.5, transposed_NxC, source_NxC)
+    digits_Nx9 = np.argsort(rng.random((n, VOCAB_SIZE)), 1)
+    moved = np.take_along_axis(tokens, source_NxC, 1)
+    return (np.take_along_axis(digits_Nx9, moved, 1).astype(tokens.dtype),
+            np.take_along_axis(answer_mask, source_NxC, 1))
