@@ -39,6 +39,25 @@ class TrainState:
 
 # ----------------------------------------------------------------------------- building blocks
 
+def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30) -> bool:
+    """Keeps glibc from returning the step's large host buffers to the OS and mapping them
+    again every step (the env vars MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, set from
+    inside the process so notebooks get it too). A no-op off glibc; True when applied."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    if os.environ.get("MDM_DEFAULT_MALLOC") or not ctypes.util.find_library("c"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and \
+            bool(libc.mallopt(m_trim_threshold, trim_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def compute_dtype(config) -> str:
     if config.model.compute_dtype != "auto":
         return config.model.compute_dtype
@@ -47,14 +66,19 @@ def compute_dtype(config) -> str:
 
 def model_config(config, task) -> ModelConfig:
     m = config.model
+    peer_heads = m.get("peer_heads", 0)  # absent in checkpoints made before it existed
+    structured = m.positions == "structured" or peer_heads
     return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
                        heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
-                       time_conditioning=m.time_conditioning, compute_dtype=compute_dtype(config))
+                       position_groups=task.position_groups() if structured else (),
+                       peer_heads=peer_heads, time_conditioning=m.time_conditioning,
+                       compute_dtype=compute_dtype(config))
 
 
 def lr_schedule(config) -> optax.Schedule:
     t = config.train
-    return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps, end_value=0.1 * t.lr)
+    return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps,
+                                              end_value=t.get("end_lr_factor", 0.1) * t.lr)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -74,12 +98,13 @@ def apply_model(graphdef: nnx.GraphDef, params: dict, tokens_BxL: jax.Array,
 
 
 def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, ml_collections.ConfigDict]:
-    """(graphdef, params, config) of the latest checkpoint in workdir, for sampling."""
-    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
-    if ckpt is None or ckpt.latest_step() is None:
-        raise TrainingError(f"no checkpoint in {workdir}; make one with "
-                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    """(graphdef, params, config) for sampling: a run folder's latest checkpoint, or a released
+    folder (pretrained/..., with a manifest.json) after checking its file against the manifest."""
+    from mdm import pretrained
+
+    if pretrained.is_pretrained(workdir):
+        return pretrained.load(workdir)
+    ckpt = _open_checkpoints(workdir)
     config = ml_collections.ConfigDict(ckpt.config())
     task = data.DATASETS[config.data.name].task_spec
     graphdef, abstract = _abstract_state(config, task)
@@ -88,10 +113,31 @@ def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, 
     return graphdef, (state.ema if use_ema else state.params), config
 
 
-def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
+def latest_step(workdir: str) -> int:
+    ckpt = _open_checkpoints(workdir)
+    step = ckpt.latest_step()
+    ckpt.close()
+    return step
+
+
+def _open_checkpoints(workdir: str) -> checkpoint.Checkpointer:
+    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
+    if ckpt is None or ckpt.latest_step() is None:
+        raise TrainingError(f"no checkpoint in {workdir}; make one with "
+                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    return ckpt
+
+
+def abstract_params(config, task) -> tuple[nnx.GraphDef, dict]:
+    """(graphdef, parameter shapes and dtypes) of the model a config describes; nothing is initialised."""
     cfg = model_config(config, task)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
-    params = nnx.to_pure_dict(state)  # shapes only: nothing is initialised
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
+    graphdef, params = abstract_params(config, task)
     tx = make_optimizer(config)
     abstract = jax.eval_shape(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p), p), params)
     return graphdef, abstract
@@ -146,13 +192,15 @@ def params_finite(params) -> bool:
 
 # ----------------------------------------------------------------------------- the loop
 
-_MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "positions", "time_conditioning")
+_MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "positions", "peer_heads", "time_conditioning")
+_MODEL_DEFAULTS = {"peer_heads": 0}  # fields added later: absent from older checkpoints
 
 
 def _check_compatible(saved: dict, config, workdir: str) -> None:
     """A checkpoint of another model or task in the workdir is refused before restoring."""
-    differences = [f"model.{k} {saved['model'][k]!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
-                   if saved["model"].get(k) != config.model[k]]
+    saved_model = {**_MODEL_DEFAULTS, **saved["model"]}
+    differences = [f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
+                   if saved_model.get(k) != config.model[k]]
     saved_task = data.DATASETS[saved["data"]["name"]].task_spec
     task = data.DATASETS[config.data.name].task_spec
     if (saved_task.name, saved_task.length) != (task.name, task.length):
@@ -200,6 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
           progress: bool = True) -> TrainState:
     """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests)."""
     validate(config)
+    tune_allocator()
     workdir_path = _prepare_workdir(workdir)
     mesh = make_mesh()
     n_devices = mesh.devices.size
@@ -271,7 +320,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     try:
         with _StopFlag() as flag:
             for step in range(start, end):
-                batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc)
+                batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
+                                       augment=config.train.augment)
                 state, step_metrics = train_step(state, shard_batch(batch, batch_sharding))
                 flush()
                 done = step + 1

@@ -35,7 +35,7 @@ def run_cli(args, env_extra=None, timeout=300):
 
 @pytest.mark.parametrize("module", [sudoku_config, maze_config], ids=["sudoku", "maze"])
 def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
-    for preset in ("quick", "paper", "tiny"):
+    for preset in ("quick", "cpu", "paper", "tiny"):
         validate(module.get_config(preset))
     state = train.train(tiny(module), str(tmp_path / "run"), progress=False)
     assert int(state.step) == 4
@@ -63,8 +63,10 @@ def test_tiny_model_overfits_a_tiny_batch(data_dir):
     assert after < 0.2 * before
 
 
-def test_resume_equals_uninterrupted(data_dir, tmp_path):
-    config = tiny(**{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0})
+@pytest.mark.parametrize("levers", [{}, {"model.positions": "structured", "model.peer_heads": 1,
+                                         "train.augment": True}], ids=["generic", "structured"])
+def test_resume_equals_uninterrupted(data_dir, tmp_path, levers):
+    config = tiny(**{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0, **levers})
     straight = train.train(config, str(tmp_path / "a"), progress=False)
     train.train(config, str(tmp_path / "b"), stop_at=3, progress=False)  # "interrupted" at 3
     resumed = train.train(config, str(tmp_path / "b"), progress=False)
@@ -138,6 +140,16 @@ def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     with pytest.raises(train.TrainingError, match="data.name"):
         train.train(tiny(maze_config), workdir, progress=False)
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4
+
+
+def test_structure_on_a_task_without_it_is_one_sentence():
+    for field, value in (("model.positions", "structured"), ("model.peer_heads", 1)):
+        with pytest.raises(ValueError, match="the maze task has no position structure"):
+            validate(tiny(maze_config, **{field: value}))
+    with pytest.raises(ValueError, match="peer_heads must be in"):
+        validate(tiny(**{"model.peer_heads": 5}))
+    with pytest.raises(ValueError, match="end_lr_factor"):
+        validate(tiny(**{"train.end_lr_factor": 2.0}))
 
 
 def test_unwritable_workdir(tmp_path):
