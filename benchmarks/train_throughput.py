@@ -2,7 +2,9 @@
 
   python benchmarks/train_throughput.py                        # every preset of both configs
   python benchmarks/train_throughput.py --presets sudoku:quick --steps 50
-Random tokens of the right shape: data loading is not part of the figure.
+  python benchmarks/train_throughput.py --presets sudoku:quick --default_malloc   # glibc defaults
+Random tokens of the right shape: data loading is not part of the figure. Like train.py, it
+first applies mdm.train.tune_allocator (glibc keeps large buffers) unless --default_malloc.
 """
 import argparse
 import os
@@ -49,16 +51,18 @@ def measure(config, steps: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="sudoku:quick,sudoku:paper,maze:quick,maze:paper")
+    parser.add_argument("--presets", default="sudoku:quick,sudoku:cpu,sudoku:paper,maze:quick,maze:paper")
     parser.add_argument("--steps", type=int, default=0, help="timed steps (0: 30 for quick, 5 for paper on CPU)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--default_malloc", action="store_true", help="leave glibc's allocator settings alone")
     args = parser.parse_args()
+    tuned = False if args.default_malloc else train.tune_allocator()
     results = {}
     for item in args.presets.split(","):
         name, preset = item.split(":")
         config = CONFIGS[name].get_config(preset)
         steps = args.steps or (30 if preset != "paper" or jax.default_backend() != "cpu" else 5)
-        results[item] = r = measure(config, steps)
+        results[item] = r = dict(measure(config, steps), tuned_allocator=tuned)
         print(f"{item:14s} {r['params']:>10,} params  batch {r['batch_size']:>4} x {r['length']:>3}  "
               f"{r['steps_per_s']:8.2f} steps/s  {r['tokens_per_s']:>10,.0f} tokens/s  ({r['compute_dtype']})")
     save("train_throughput", results, args.out)
