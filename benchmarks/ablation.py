@@ -3,7 +3,8 @@
   python benchmarks/ablation.py --minutes 4 --examples 500
   python benchmarks/ablation.py --variants generic,all --minutes 4 --out /tmp/a.json
 
-Every variant starts from the Sudoku `quick` preset (all levers on), switches levers off, and
+Every variant starts from the Sudoku `quick` preset (all levers on), switches levers off (or
+tries another setting), and
 trains for the same wall-clock budget: its steps are the budget times its own steps/s, measured
 first on this machine (so a lever that costs time pays for it in steps). Then top-1 sampling
 on the first --examples held-out puzzles. One seed per variant.
@@ -34,6 +35,9 @@ VARIANTS = {
     "no_peer_attention": OFF["peer"],
     "no_augmentation": OFF["augment"],
     "generic": {**OFF["positions"], **OFF["peer"], **OFF["augment"]},
+    # candidates beyond the three levers (all levers on)
+    "flat_loss": {"diffusion.loss_weighting": "flat"},
+    "depth6_width96": {"model.depth": 6, "model.width": 96},
 }
 
 

@@ -19,7 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     # peer_heads: how many heads attend only to positions sharing a group (Sudoku: 20 peers).
     c.model = dict(width=128, depth=4, heads=4, mlp_ratio=4, positions="learned", peer_heads=0,
                    time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
-    c.diffusion = dict(schedule="linear", t_min=1e-3)
+    # loss_weighting: elbo (w(t) = -alpha'/(1 - alpha), the paper's) or flat (each masked token
+    # counts the same); eval always reports the ELBO.
+    c.diffusion = dict(schedule="linear", t_min=1e-3, loss_weighting="elbo")
     # augment: a random label-preserving symmetry of the task per example (Sudoku: digits,
     # bands, stacks, rows, columns, transpose; mazes: rotations/reflections, edge order).
     # The learning rate warms up, then decays by a cosine to end_lr_factor * lr.
@@ -80,6 +82,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(value == -1 or value > 0, f"config.data.{field} must be -1 (registered size) or positive, not {value}")
     need(config.diffusion.schedule in diffusion.SCHEDULES,
          f"config.diffusion.schedule must be one of {diffusion.SCHEDULES}, not {config.diffusion.schedule!r}")
+    need(config.diffusion.loss_weighting in diffusion.WEIGHTINGS,
+         f"config.diffusion.loss_weighting must be one of {diffusion.WEIGHTINGS}, not {config.diffusion.loss_weighting!r}")
     need(0 <= config.diffusion.t_min < 1, f"config.diffusion.t_min must be in [0, 1), not {config.diffusion.t_min}")
     need(config.model.positions in ("learned", "rotary", "structured"),
          f"config.model.positions must be learned, rotary or structured, not {config.model.positions!r}")

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 SCHEDULES = ("linear", "cosine", "polynomial")
+WEIGHTINGS = ("elbo", "flat")
 
 
 def alpha(schedule: str, t: jax.Array, power: float = 2.0) -> jax.Array:
@@ -54,9 +55,11 @@ def forward_mask(key: jax.Array, tokens_BxL: jax.Array, answer_mask_BxL: jax.Arr
 
 
 def elbo_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Array,
-              answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear"
-              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Continuous-time ELBO (nats per answer token), with masked-token accuracy."""
+              answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear",
+              weighting: str = "elbo") -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(training objective, metrics). metrics["loss"] is always the continuous-time ELBO (nats
+    per answer token); the objective is the ELBO, or with weighting="flat" the plain mean
+    cross-entropy of the masked tokens (every masked token counts the same, whatever t)."""
     logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
     nll_BxL = -jnp.take_along_axis(logp_BxLxV, tokens_BxL[..., None], axis=-1)[..., 0]
     answers_B = jnp.maximum(answer_mask_BxL.sum(-1), 1)
@@ -67,4 +70,8 @@ def elbo_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Ar
     metrics = {"loss": loss_B.mean(),
                "masked_accuracy": correct_BxL.sum() / n_masked,
                "masked_nll": masked_nll_B.sum() / n_masked}
-    return loss_B.mean(), metrics
+    if weighting == "elbo":
+        return loss_B.mean(), metrics
+    if weighting == "flat":
+        return metrics["masked_nll"], metrics
+    raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {WEIGHTINGS}")

@@ -152,7 +152,8 @@ def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: ja
     t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], config.diffusion.t_min)
     z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id, schedule)
     logits_BxLxV = apply_model(graphdef, params, z_BxL, t_B if cfg.time_conditioning else None)
-    return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)
+    return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule,
+                               config.diffusion.get("loss_weighting", "elbo"))
 
 
 def make_train_step(graphdef, cfg: ModelConfig, tx, config):

@@ -55,3 +55,19 @@ def test_loss_ignores_prompt_and_unmasked_positions():
     nll = -jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0]
     expected = np.mean([(1 / t[i]) * nll[i][masked[i]].sum() / 4 for i in range(2)])
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_flat_weighting_changes_the_objective_not_the_reported_elbo():
+    key = jax.random.key(3)
+    tokens = jax.random.randint(key, (4, 10), 0, 5)
+    answer = jnp.ones((4, 10), bool)
+    masked = jax.random.uniform(jax.random.key(4), (4, 10)) < 0.5
+    logits = jax.random.normal(jax.random.key(5), (4, 10, 5))
+    t = jnp.array([0.1, 0.3, 0.6, 0.9])
+    elbo, m_elbo = diffusion.elbo_loss(logits, tokens, masked, answer, t)
+    flat, m_flat = diffusion.elbo_loss(logits, tokens, masked, answer, t, weighting="flat")
+    assert float(m_elbo["loss"]) == pytest.approx(float(m_flat["loss"]))
+    assert float(flat) == pytest.approx(float(m_flat["masked_nll"]))
+    assert float(flat) != pytest.approx(float(elbo))
+    with pytest.raises(ValueError, match="weighting"):
+        diffusion.elbo_loss(logits, tokens, masked, answer, t, weighting="sqrt")
