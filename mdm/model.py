@@ -97,7 +97,7 @@ class Block(nnx.Module):
         if self.peer_heads:  # the first peer_heads heads see peers only; dense, same FLOPs
             peer_N = jnp.arange(self.heads) < self.peer_heads
             allowed_1xNxLxL = (peer_mask_LxL[None] | ~peer_N[:, None, None])[None]
-            # An additive bias, not a boolean mask: the same result, 20% faster on XLA's CPU path.
+            # An additive bias, not a boolean mask: the same result, ~20% faster attention on XLA:CPU.
             bias = jnp.where(allowed_1xNxLxL, 0.0, -1e9).astype(q_BxLxNxH.dtype)
         y_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, bias=bias)
         x_BxLxD = x_BxLxD + self.attn_out(y_BxLxNxH.reshape(b, length, d))

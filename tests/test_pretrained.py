@@ -81,3 +81,24 @@ def test_export_cli_refuses_a_folder_without_checkpoints(tmp_path):
     out = run_cli(["-m", "mdm.pretrained", f"--workdir={tmp_path}", f"--out={tmp_path / 'x'}",
                    "--command", "none"])
     assert out.returncode != 0 and out.stderr.strip().startswith("error: no checkpoint in")
+
+
+@pytest.mark.parametrize("name", ["sudoku_cpu", "maze5_quick"])
+def test_shipped_checkpoints_load_and_predict(name):
+    """The files under pretrained/ match their manifests and today's model code."""
+    import pathlib
+
+    import jax.numpy as jnp
+
+    from mdm import sampling
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / name
+    graphdef, params, config = train.load_model(str(folder))
+    manifest = json.loads((folder / pretrained.MANIFEST).read_text())
+    assert manifest["examples_seen"] == manifest["step"] * config.train.batch_size
+    apply_fn, _ = sampling.model_fn_from(graphdef, params)
+    from mdm import data
+
+    task = data.DATASETS[config.data.name].task_spec
+    logits = apply_fn(params, jnp.full((1, task.length), task.vocab_size))
+    assert logits.shape == (1, task.length, task.vocab_size) and bool(jnp.isfinite(logits).all())
