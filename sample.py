@@ -167,4 +167,6 @@ def run_study(model_fn, split, config, graphdef):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from mdm.config import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

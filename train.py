@@ -25,4 +25,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from mdm.config import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

@@ -39,6 +39,34 @@ def base_config() -> ml_collections.ConfigDict:
 PRESETS = ("quick", "cpu", "paper", "tiny")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parser for train.py and sample.py (app.run(main, flags_parser=parse_flags)):
+    a config file that cannot be loaded or an override of a field that does not exist exits
+    with one sentence instead of a traceback."""
+    import sys
+
+    from absl import flags
+
+    try:
+        rest = flags.FLAGS(argv)
+        for name in ("config", "study_config"):  # config files load lazily: load them now
+            if name in flags.FLAGS and flags.FLAGS[name].present:
+                flags.FLAGS[name].value.to_dict()
+        return rest
+    except flags.Error as e:  # keep the last line of a wrapped traceback: the reason itself
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        sys.exit(f"error: {lines[-1].strip() if 'Traceback' in str(e) else ' '.join(lines)}")
+    except (AttributeError, KeyError) as e:  # ml_collections: --config.<no such field>=...
+        field = str(e).strip("\"'")
+        given = [a.split("=")[0] for a in argv if a.startswith("--") and f".{field}" in a.split("=")[0]]
+        sys.exit(f"error: {given[0] if given else field}: no such config field ({field!r} is unknown)")
+    except ValueError as e:  # e.g. an unknown preset, raised by the config file's get_config
+        sys.exit(f"error: {e}")
+    except (OSError, ImportError, SyntaxError) as e:
+        reason = str(e).strip().splitlines()[-1].strip()
+        sys.exit(f"error: cannot load the config file: {reason}")
+
+
 def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) -> None:
     """Model, training and eval sizes shared by both tasks; the config file picks the data."""
     c.preset = preset

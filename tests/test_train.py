@@ -124,12 +124,18 @@ def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
     env = {"MDM_DATA_DIR": data_dir}
     unknown = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a",
                        "--config.train.nope=1"], env)
-    assert unknown.returncode != 0 and "nope" in unknown.stderr
+    assert unknown.returncode != 0
+    assert unknown.stderr.strip().splitlines() == ["error: --config.train.nope: no such config field ('nope' is unknown)"]
+    missing = run_cli(["train.py", "--config", "configs/nope.py:tiny", f"--workdir={tmp_path}/d"], env)
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == ["error: cannot load the config file: [Errno 2] No such file "
+                                                   "or directory: 'configs/nope.py'"]
     bad = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/b",
                    "--config.train.lr=-1"], env)
     assert bad.returncode != 0 and "config.train.lr must be positive" in bad.stderr
     preset = run_cli(["train.py", "--config", "configs/sudoku.py:huge", f"--workdir={tmp_path}/c"], env)
-    assert preset.returncode != 0 and "unknown preset 'huge'" in preset.stderr
+    assert preset.returncode != 0 and len(preset.stderr.strip().splitlines()) == 1
+    assert "unknown preset 'huge'" in preset.stderr
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
