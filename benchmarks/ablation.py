@@ -37,7 +37,8 @@ VARIANTS = {
     "generic": {**OFF["positions"], **OFF["peer"], **OFF["augment"]},
     # candidates beyond the three levers (all levers on)
     "flat_loss": {"diffusion.loss_weighting": "flat"},
-    "depth6_width96": {"model.depth": 6, "model.width": 96},
+    "depth8_width96": {"model.depth": 8, "model.width": 96},
+    "depth12_width64": {"model.depth": 12, "model.width": 64},
 }
 
 
