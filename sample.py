@@ -13,11 +13,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py).")
-_SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "ancestral"], "Selection rule.")
+_SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "random", "ancestral"],
+                             "Selection rule (random: a fixed count per step in random order; "
+                             "ancestral: MDLM/MD4 ancestral sampling).")
 _GAMMA = flags.DEFINE_list("gamma", ["0.1"], "EB budgets, e.g. 0,0.01,0.1,1 (sampler eb).")
 _K = flags.DEFINE_list("k", ["1"], "Positions per step (sampler topk).")
 _TAU = flags.DEFINE_list("tau", ["0.9"], "Confidence thresholds in (0, 1] (sampler threshold).")
-_STEPS = flags.DEFINE_list("steps", ["16"], "Schedule steps (sampler ancestral).")
+_STEPS = flags.DEFINE_list("steps", ["16"], "Schedule steps (samplers random and ancestral; per block "
+                           "with --block_size).")
 _PROXY = flags.DEFINE_list("proxy", ["confidence"], "Error proxies: confidence, margin, entropy.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = argmax (the paper's setting).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass when temperature > 0.")
@@ -48,16 +51,19 @@ def _numbers(values, cast, name):
         raise ValueError(f"--{name} takes a comma-separated list of numbers, not {','.join(values)!r}") from None
 
 
-def settings():
+def settings(schedule):
     from mdm.sampling import SamplerConfig
 
-    common = dict(temperature=_TEMPERATURE.value, top_p=_TOP_P.value, block_size=_BLOCK.value)
+    common = dict(temperature=_TEMPERATURE.value, top_p=_TOP_P.value, block_size=_BLOCK.value, schedule=schedule)
     rule = _SAMPLER.value
+    steps = ("steps", _numbers(_STEPS.value, int, "steps"))
     field, values = {"eb": ("gamma", _numbers(_GAMMA.value, float, "gamma")),
                      "topk": ("k", _numbers(_K.value, int, "k")),
                      "threshold": ("tau", _numbers(_TAU.value, float, "tau")),
-                     "ancestral": ("steps", _numbers(_STEPS.value, int, "steps"))}[rule]
-    proxies = ["confidence"] if rule == "ancestral" else _PROXY.value
+                     "random": steps, "ancestral": steps}[rule]
+    if not values:
+        raise ValueError(f"--{field} needs at least one value")
+    proxies = ["confidence"] if rule in ("random", "ancestral") else _PROXY.value
     return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values]
 
 
@@ -71,11 +77,11 @@ def main(argv):
     from mdm.tasks import sudoku
 
     try:
-        configs = settings()
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
         graphdef, params, config = train.load_model(_WORKDIR.value)
-        model_fn = sampling.model_fn_from(graphdef, params)
+        configs = settings(config.diffusion.schedule)
+        model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
         if _PUZZLE.value:
             if data.DATASETS[config.data.name].task != "sudoku":
                 raise ValueError(f"--puzzle solves Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
@@ -149,8 +155,7 @@ def run_study(model_fn, split, config, graphdef):
     from mdm import metrics, study
 
     study_config = _STUDY_CONFIG.value
-    if study_config.examples < 1 or study_config.batch_size < 1 or not 0 < study_config.keep_fraction <= 1:
-        raise ValueError("study_config.examples and batch_size must be >= 1, keep_fraction in (0, 1]")
+    study.validate_study(study_config)
     if _WANDB.value:
         config.wandb.mode = _WANDB.value
     writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
@@ -158,7 +163,7 @@ def run_study(model_fn, split, config, graphdef):
     cfg = nnx.merge(graphdef, model_fn[1]).cfg
     try:
         result = study.run_study(model_fn, split, study_config, _WORKDIR.value, cfg.mask_id, cfg.vocab_size,
-                                 writers)
+                                 writers, schedule=config.diffusion.schedule)
     finally:
         writers.close()
     print(result["report"])

@@ -16,7 +16,7 @@ def get_config(preset: str = "full"):
     c.gammas = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
     c.ks = (1, 2, 4, 8, 16)
     c.taus = (0.99, 0.95, 0.9, 0.7, 0.5)
-    c.ancestral_steps = (4, 8, 16, 32, 64)
+    c.steps = (4, 8, 16, 32, 64)  # schedule steps of the random-order and ancestral rules
     c.keep_fraction = 0.99  # "keeps top-1's accuracy": solve rate >= this fraction of top-1's
     c.tightness_examples = 100  # examples whose 2- and 3-position steps get a chain-rule joint
     c.tightness_gamma = 1.0  # the EB setting examined for tightness (large enough for sets of 2-3)
@@ -32,7 +32,7 @@ def get_config(preset: str = "full"):
         c.gammas = (0.0, 1.0)
         c.ks = (1, 4)
         c.taus = (0.9,)
-        c.ancestral_steps = (4,)
+        c.steps = (4,)
         c.tightness_examples = 3
         c.tightness_gamma = 4.0  # an untrained model is unsure: sets of two need a large budget
     elif preset != "full":

@@ -22,6 +22,18 @@ def alpha(schedule: str, t: jax.Array, power: float = 2.0) -> jax.Array:
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
+def time_of_masked_fraction(schedule: str, fraction: jax.Array, power: float = 2.0) -> jax.Array:
+    """The t at which the schedule masks `fraction` of the answer: solves 1 - alpha(t) = fraction."""
+    fraction = jnp.clip(fraction, 0.0, 1.0)
+    if schedule == "linear":
+        return fraction
+    if schedule == "cosine":
+        return 1.0 - jnp.arccos(fraction) / (0.5 * jnp.pi)
+    if schedule == "polynomial":
+        return fraction ** (1.0 / power)
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+
+
 def alpha_prime(schedule: str, t: jax.Array, power: float = 2.0) -> jax.Array:
     """d alpha / dt."""
     if schedule == "linear":

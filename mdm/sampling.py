@@ -1,10 +1,11 @@
-"""The sampler family (EB, top-k, threshold, ancestral) as one jitted lax.while_loop.
+"""The sampler family (EB, top-k, threshold, random order, ancestral) as one jitted lax.while_loop.
 
 Each loop step calls the model once on B slots, ranks masked positions by an error proxy,
 lets a rule pick how many to unmask per row (a rank mask: static shapes), and samples them.
 A slot whose example is done takes the next example inside the loop (streaming "refill");
 plain batching is the special case slots == number of examples. Keys derive from
-(seed, example, step), so results do not depend on which slot served an example.
+(seed, global example id, step), so results depend neither on the slot that served an example
+nor on the batch it came in.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-RULES = ("eb", "topk", "threshold", "ancestral")
+from mdm import diffusion
+
+RULES = ("eb", "topk", "threshold", "random", "ancestral")
 PROXIES = ("confidence", "margin", "entropy")
 
 
@@ -29,7 +32,11 @@ class SamplerConfig:
     gamma: float = 0.1  # eb: budget on sum(H) - max(H) of the set unmasked in one step
     k: int = 1  # topk: positions per step
     tau: float = 0.9  # threshold: unmask every position with confidence >= tau (at least one)
-    steps: int = 16  # ancestral: number of steps of the masking schedule
+    # random: a fixed count per step in random order (MaskGIT-like); ancestral: MDLM/MD4
+    # ancestral sampling, each masked position unmasks with probability
+    # (alpha_s - alpha_t) / (1 - alpha_t). Both take `steps` steps (per block with block_size).
+    steps: int = 16
+    schedule: str = "linear"  # ancestral: the masking schedule alpha(t) (the model's)
     temperature: float = 0.0  # 0: argmax (the paper's setting)
     top_p: float = 1.0
     block_size: int = 0  # > 0: semi-autoregressive blocks of answer positions (LLaDA)
@@ -53,12 +60,18 @@ class SamplerConfig:
             raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
         if self.block_size < 0:
             raise ValueError(f"block_size must be >= 0, not {self.block_size}")
+        if self.schedule not in diffusion.SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(diffusion.SCHEDULES)}")
 
     def describe(self) -> str:
         value = {"eb": f"gamma={self.gamma:g}", "topk": f"k={self.k}", "threshold": f"tau={self.tau:g}",
-                 "ancestral": f"steps={self.steps}"}[self.rule]
-        proxy = "random" if self.rule == "ancestral" else self.proxy
-        return f"{self.rule} {value} ({proxy})"
+                 "random": f"steps={self.steps}", "ancestral": f"steps={self.steps}"}[self.rule]
+        return f"{self.rule} {value} ({self.ranking})"
+
+    @property
+    def ranking(self) -> str:
+        """How positions are ordered: the proxy, or random for the random and ancestral rules."""
+        return "random" if self.rule in ("random", "ancestral") else self.proxy
 
 
 @flax.struct.dataclass
@@ -67,7 +80,9 @@ class SamplerState:
     masked_BxL: jax.Array  # still to be unmasked (answer positions only)
     slot_example_B: jax.Array  # example held by each slot; N means empty
     nfe_B: jax.Array  # model calls spent on the slot's current example
-    row_step_B: jax.Array  # loop steps spent on it (ancestral counts steps, not calls)
+    row_step_B: jax.Array  # loop steps spent on it (a step that unmasks nothing is no call)
+    block_step_B: jax.Array  # loop steps spent on its current block (the whole answer without blocks)
+    block_size_B: jax.Array  # masked positions of the current block when it began
     next_example: jax.Array  # first example not yet given to a slot
     fill_step_BxL: jax.Array  # the NFE (1-based) at which each position was unmasked; 0: prompt
     out_tokens_NxL: jax.Array
@@ -89,8 +104,8 @@ def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
 
 
 def error_score(cfg: SamplerConfig, stats: dict, key_B: jax.Array) -> jax.Array:
-    """Lower is unmasked first."""
-    if cfg.rule == "ancestral":
+    """Lower is unmasked first; uniform in [0, 1) for the random and ancestral rules."""
+    if cfg.ranking == "random":
         return jax.vmap(lambda k: jax.random.uniform(k, stats["entropy"].shape[1:]))(key_B)
     return {"confidence": -stats["confidence"], "margin": -stats["margin"],
             "entropy": stats["entropy"]}[cfg.proxy]
@@ -108,16 +123,29 @@ def eb_count(entropy_sorted_BxL: jax.Array, eligible_B: jax.Array, gamma: float)
     return jnp.maximum(ok.sum(-1), 1)
 
 
-def ancestral_count(masked_at_start_B: jax.Array, remaining_B: jax.Array, row_step_B: jax.Array,
-                    steps: int) -> jax.Array:
-    """Linear schedule over `steps` steps: after step i, round(n0 * (1 - (i+1)/steps)) stay masked."""
-    keep = jnp.round(masked_at_start_B * (1.0 - (row_step_B + 1) / steps)).astype(jnp.int32)
+def random_count(block_size_B: jax.Array, remaining_B: jax.Array, block_step_B: jax.Array,
+                 steps: int) -> jax.Array:
+    """Count schedule over `steps` steps of a block of n0 positions: after step j,
+    round(n0 * (1 - (j+1)/steps)) stay masked."""
+    keep = jnp.round(block_size_B * (1.0 - (block_step_B + 1) / steps)).astype(jnp.int32)
     return jnp.maximum(remaining_B - keep, 0)
 
 
+def ancestral_probability(schedule: str, block_step_B: jax.Array, steps: int) -> jax.Array:
+    """Chance that a masked position unmasks at step j of `steps`, going from t = 1 - j/steps to
+    s = 1 - (j+1)/steps: (alpha_s - alpha_t) / (1 - alpha_t); 1 at the last step."""
+    j = jnp.minimum(block_step_B, steps - 1).astype(jnp.float32)
+    alpha_t = diffusion.alpha(schedule, 1.0 - j / steps)
+    alpha_s = diffusion.alpha(schedule, 1.0 - (j + 1) / steps)
+    return jnp.where(j >= steps - 1, 1.0, (alpha_s - alpha_t) / jnp.maximum(1.0 - alpha_t, 1e-12))
+
+
 def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
-           n_answer_B: jax.Array, row_step_B: jax.Array) -> jax.Array:
-    """[B, L] bool: the positions this step unmasks."""
+           block_size_B: jax.Array, block_step_B: jax.Array) -> jax.Array:
+    """[B, L] bool: the positions this step unmasks (eligible: the current block's masked ones)."""
+    if cfg.rule == "ancestral":  # independent coins: the uniform score is the coin
+        p_B = ancestral_probability(cfg.schedule, block_step_B, cfg.steps)
+        return eligible_BxL & (score_BxL < p_B[:, None])
     b, length = eligible_BxL.shape
     score = jnp.where(eligible_BxL, score_BxL, jnp.inf)
     order_BxL = jnp.argsort(score, axis=-1)
@@ -129,8 +157,8 @@ def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: 
         k_B = eb_count(h_sorted, n_eligible_B, cfg.gamma)
     elif cfg.rule == "topk":
         k_B = jnp.full((b,), cfg.k)
-    elif cfg.rule == "ancestral":
-        k_B = ancestral_count(n_answer_B, n_eligible_B, row_step_B, cfg.steps)
+    elif cfg.rule == "random":
+        k_B = random_count(block_size_B, n_eligible_B, block_step_B, cfg.steps)
     else:  # threshold: not a prefix of the ranking for margin/entropy proxies
         return eligible_BxL & ((stats["confidence"] >= cfg.tau) | (rank_BxL == 0))
     return eligible_BxL & (rank_BxL < k_B[:, None])
@@ -161,34 +189,43 @@ def block_eligible(masked_BxL: jax.Array, answer_mask_BxL: jax.Array, block_size
 
 # ----------------------------------------------------------------------------- the driver
 
-def trace_length(cfg: SamplerConfig, length: int) -> int:
-    return max(length, cfg.steps) if cfg.rule == "ancestral" else length
+def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: jax.Array,
+            answer_BxL: jax.Array) -> jax.Array:
+    """The model's logits [B, L, V]: the one place every caller (sampler, study) calls a model.
+
+    apply_fn(params, tokens [B, L]) -> logits [B, L, V]. An apply_fn with the attribute
+    `takes_time` (a time-conditioned model) also gets t [B]: the time at which the schedule
+    (its attribute `schedule`, linear if absent) masks the fraction of the row's answer
+    positions that is masked now.
+    """
+    if not getattr(apply_fn, "takes_time", False):
+        return apply_fn(params, tokens_BxL)
+    fraction_B = masked_BxL.sum(-1) / jnp.maximum(answer_BxL.sum(-1), 1)
+    t_B = diffusion.time_of_masked_fraction(getattr(apply_fn, "schedule", "linear"), fraction_B)
+    return apply_fn(params, tokens_BxL, t_B)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "slots", "with_trace"))
 def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
              cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
-             with_trace: bool = False) -> dict:
+             with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows.
 
-    apply_fn(params, tokens [B, L]) -> logits [B, L, V]; MASK is token id V. An apply_fn with
-    the attribute `takes_time` also gets t [B], the fraction of each row's answer positions
-    still masked (the linear schedule's time). Prompt tokens
-    (answer_mask False) are kept. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
+    apply_fn: see `forward`; MASK is token id V. Prompt tokens (answer_mask False) are kept.
+    Example i draws its random numbers from (seed, first_example + i, step): a caller that
+    splits a data set into batches passes each batch's offset, so every example gets the same
+    stream whatever the batching. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
     call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`, per
     example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set) and
     mean_entropy; entries past an example's NFE are 0.
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
-    takes_time = getattr(apply_fn, "takes_time", False)
-    call = (lambda p, t, m, a: apply_fn(p, t, m.sum(-1) / jnp.maximum(a.sum(-1), 1))) if takes_time \
-        else (lambda p, t, m, a: apply_fn(p, t))
+    call = functools.partial(forward, apply_fn)
     vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
     mask_id = vocab
     base_key = jax.random.key(seed)
-    steps = trace_length(cfg, length)
-    n_answer_N = answer_mask_NxL.sum(-1)
+    steps = length  # every model call unmasks at least one answer position
     trace = {name: jnp.zeros((steps if with_trace else 1, n), dtype)
              for name, dtype in (("unmasked", jnp.int32), ("bound", jnp.float32),
                                  ("mean_entropy", jnp.float32))}
@@ -213,6 +250,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             masked_BxL=jnp.where(gets[:, None], fresh_masked, s.masked_BxL & ~free[:, None]),
             slot_example_B=example,
             nfe_B=jnp.where(gets, 0, s.nfe_B), row_step_B=jnp.where(gets, 0, s.row_step_B),
+            block_step_B=jnp.where(free, 0, s.block_step_B), block_size_B=jnp.where(free, 0, s.block_size_B),
             fill_step_BxL=jnp.where(gets[:, None], 0, s.fill_step_BxL),
             next_example=jnp.minimum(s.next_example + free.sum(), n),
             out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill)
@@ -222,13 +260,15 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         logits_BxLxV = call(params, s.tokens_BxL, s.masked_BxL, answer_BxL)
         active_B = s.masked_BxL.any(-1)
         keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
-            s.slot_example_B, s.row_step_B)
+            first_example + s.slot_example_B, s.row_step_B)
         score_keys, token_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         stats = proxies(logits_BxLxV)
         eligible = block_eligible(s.masked_BxL, answer_BxL, cfg.block_size)
-        chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys),
-                        n_answer_N[jnp.minimum(s.slot_example_B, n - 1)], s.row_step_B)
+        block_size_B = jnp.where(s.block_step_B == 0, eligible.sum(-1), s.block_size_B)
+        chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys), block_size_B,
+                        s.block_step_B)
         chosen = chosen & active_B[:, None]
+        block_done_B = ~(eligible & ~chosen).any(-1)
         new_tokens = draw_tokens(cfg, logits_BxLxV, token_keys)
         called = chosen.any(-1)  # a step that unmasks nothing needs no model call
         s_trace = s.trace
@@ -243,13 +283,16 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         s = s.replace(tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
                       masked_BxL=s.masked_BxL & ~chosen,
                       nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace,
+                      block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
+                      block_size_B=block_size_B,
                       fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL))
         return refill(s)
 
     init = SamplerState(
         tokens_BxL=jnp.zeros((slots, length), jnp.int32), masked_BxL=jnp.zeros((slots, length), bool),
         slot_example_B=jnp.full((slots,), n, jnp.int32), nfe_B=jnp.zeros((slots,), jnp.int32),
-        row_step_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
+        row_step_B=jnp.zeros((slots,), jnp.int32), block_step_B=jnp.zeros((slots,), jnp.int32),
+        block_size_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
         fill_step_BxL=jnp.zeros((slots, length), jnp.int32),
         out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
         out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), trace=trace)
@@ -263,24 +306,27 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
 # ----------------------------------------------------------------------------- model glue + eval
 
 @functools.lru_cache(maxsize=16)
-def _apply_for(graphdef, time_input: bool) -> Callable:
+def _apply_for(graphdef, time_input: bool, schedule: str) -> Callable:
     from flax import nnx
 
     if time_input:
         def apply(params, tokens_BxL, t_B):
             return nnx.merge(graphdef, params)(tokens_BxL, t_B)
         apply.takes_time = True
+        apply.schedule = schedule
     else:
         def apply(params, tokens_BxL):
             return nnx.merge(graphdef, params)(tokens_BxL)
     return apply
 
 
-def model_fn_from(graphdef, params) -> tuple[Callable, Any]:
-    """(apply_fn, params) for `generate` from an nnx graphdef and its parameters."""
+def model_fn_from(graphdef, params, schedule: str = "linear") -> tuple[Callable, Any]:
+    """(apply_fn, params) for `generate` from an nnx graphdef and its parameters; `schedule`
+    (the training config's diffusion.schedule) maps masked fractions to times for
+    time-conditioned models."""
     from flax import nnx
 
-    return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning), params
+    return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning, schedule), params
 
 
 def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,
@@ -296,14 +342,15 @@ def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_si
     if refill:
         batches = [np.arange(n)]
         slots = batch_size
-    else:
+    else:  # the last batch is padded with repeats, whose results are dropped
         batches = [np.arange(start, start + batch_size) % n for start in range(0, n, batch_size)]
         slots = None
     first = batches[0]
+    offset = lambda idx: np.int32(idx[0])  # each example keeps its own random stream
     compiled = generate.lower(apply_fn, params, tokens[first], answer_mask[first], cfg, seed, slots,
-                              with_trace).compile()
+                              with_trace, offset(first)).compile()
     start_time = time.perf_counter()
-    parts = [compiled(params, tokens[idx], answer_mask[idx], seed) for idx in batches]
+    parts = [compiled(params, tokens[idx], answer_mask[idx], seed, offset(idx)) for idx in batches]
     parts = jax.device_get(jax.block_until_ready(parts))
     wall = time.perf_counter() - start_time
     take = lambda key: np.concatenate([p[key] for p in parts], 0)[:n]

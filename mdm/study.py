@@ -20,14 +20,19 @@ COLUMNS = ("setting", "rule", "proxy", "param", "solve_rate", "token_accuracy", 
 
 
 def param_of(cfg: SamplerConfig) -> float:
-    return {"eb": cfg.gamma, "topk": cfg.k, "threshold": cfg.tau, "ancestral": cfg.steps}[cfg.rule]
+    return {"eb": cfg.gamma, "topk": cfg.k, "threshold": cfg.tau, "random": cfg.steps,
+            "ancestral": cfg.steps}[cfg.rule]
+
+
+def baseline_proxy(cfg: SamplerConfig) -> str:
+    """The proxy of a setting's top-1 baseline: its own, confidence for random orders."""
+    return "confidence" if cfg.ranking == "random" else cfg.proxy
 
 
 def top1_for(cfg: SamplerConfig) -> SamplerConfig:
-    """The baseline of a setting: top-1 with its proxy (confidence for ancestral)."""
-    proxy = cfg.proxy if cfg.rule != "ancestral" else "confidence"
-    return SamplerConfig(rule="topk", k=1, proxy=proxy, temperature=cfg.temperature, top_p=cfg.top_p,
-                         block_size=cfg.block_size)
+    """The baseline of a setting: top-1 with its proxy (confidence for random and ancestral)."""
+    return SamplerConfig(rule="topk", k=1, proxy=baseline_proxy(cfg), temperature=cfg.temperature,
+                         top_p=cfg.top_p, block_size=cfg.block_size)
 
 
 def run_settings(model_fn, split, settings: list[SamplerConfig], batch_size: int = 256, seed: int = 0,
@@ -49,8 +54,8 @@ def run_settings(model_fn, split, settings: list[SamplerConfig], batch_size: int
     rows = []
     for cfg in tqdm(settings, desc="settings", disable=not progress or len(settings) < 2):
         base, out = get(top1_for(cfg)), get(cfg)
-        rows.append({"setting": cfg.describe(), "rule": cfg.rule,
-                     "proxy": "random" if cfg.rule == "ancestral" else cfg.proxy, "param": param_of(cfg),
+        rows.append({"setting": cfg.describe(), "rule": cfg.rule, "proxy": cfg.ranking,
+                     "baseline_proxy": baseline_proxy(cfg), "param": param_of(cfg),
                      **{k: out[k] for k in ("solve_rate", "token_accuracy", "mean_nfe", "median_nfe",
                                             "p95_nfe", "examples_per_s", "wall_s")},
                      "nfe_speedup": base["mean_nfe"] / out["mean_nfe"],
@@ -97,12 +102,26 @@ def solve_sudoku(model_fn, puzzle_81: np.ndarray, cfg: SamplerConfig, seed: int 
 # Frontiers (accuracy against NFE per rule), the error bound against observed errors, the
 # bound's tightness against the model's own total correlation, and the parallel limit.
 
-def grid_settings(study) -> list[SamplerConfig]:
+def validate_study(study) -> None:
+    """Refuses a study config that cannot run, in one sentence (ValueError)."""
+    if study.examples < 1 or study.batch_size < 1 or not 0 < study.keep_fraction <= 1:
+        raise ValueError("study_config.examples and batch_size must be >= 1, keep_fraction in (0, 1]")
+    if not study.proxies:
+        raise ValueError("study_config.proxies must name at least one of confidence, entropy, margin")
+    if study.tightness_examples < 0:
+        raise ValueError("study_config.tightness_examples must be >= 0")
+    grid_settings(study)  # bad values (a negative gamma, an unknown proxy) fail here
+
+
+def grid_settings(study, schedule: str = "linear") -> list[SamplerConfig]:
+    """Every setting of the study's grids, with the top-1 baselines they are compared against."""
     out = [SamplerConfig(rule="topk", k=1, proxy=p) for p in study.proxies]
     out += [SamplerConfig(rule="eb", gamma=float(g), proxy=p) for p in study.proxies for g in study.gammas]
     out += [SamplerConfig(rule="topk", k=int(k)) for k in study.ks if int(k) != 1]
     out += [SamplerConfig(rule="threshold", tau=float(t)) for t in study.taus]
-    out += [SamplerConfig(rule="ancestral", steps=int(n)) for n in study.ancestral_steps]
+    out += [SamplerConfig(rule=rule, steps=int(n), schedule=schedule) for rule in ("random", "ancestral")
+            for n in study.steps]
+    out += [top1_for(c) for c in out]
     return list(dict.fromkeys(out))
 
 
@@ -122,26 +141,35 @@ def total_correlation(joint: np.ndarray) -> tuple[float, float, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_softmax(apply_fn):
+def _jitted_probs(apply_fn, mask_id: int):
+    """probs(params, tokens [B, L], answer [B, L]) -> [B, L, V], through sampling.forward (so
+    time-conditioned models get the time of the masked fraction, as in the sampler)."""
     import jax
 
-    return jax.jit(lambda params, tokens: jax.nn.softmax(apply_fn(params, tokens).astype("float32"), -1))
+    def probs(params, tokens_BxL, answer_BxL):
+        masked_BxL = answer_BxL & (tokens_BxL == mask_id)
+        logits = sampling.forward(apply_fn, params, tokens_BxL, masked_BxL, answer_BxL)
+        return jax.nn.softmax(logits.astype("float32"), -1)
+    return jax.jit(probs)
 
 
-def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, positions: list[int], vocab: int,
-                     batch: int = 256) -> np.ndarray:
-    """The model's joint over `positions` given the context tokens_L, by the chain rule in the
-    given order: p(x1) p(x2 | x1) p(x3 | x1, x2), each factor from a forward pass in which the
-    earlier positions are filled in. Shape [vocab] * len(positions)."""
+def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, answer_L: np.ndarray, positions: list[int],
+                     vocab: int, mask_id: int, batch: int = 256) -> np.ndarray:
+    """The model's joint over `positions` given the context tokens_L (MASK = mask_id on the
+    answer positions answer_L still to fill), by the chain rule in the given order:
+    p(x1) p(x2 | x1) p(x3 | x1, x2), each factor from a forward pass in which the earlier
+    positions are filled in. Shape [vocab] * len(positions)."""
     import itertools
 
-    forward = _jitted_softmax(apply_fn)
+    forward = _jitted_probs(apply_fn, mask_id)
 
     def probs(inputs: np.ndarray, position: int) -> np.ndarray:
         n = len(inputs)
         size = min(batch, n)
         padded = np.concatenate([inputs, np.repeat(inputs[:1], -n % size, 0)])  # one shape: one compile
-        out = [np.asarray(forward(params, padded[i:i + size]), np.float64) for i in range(0, len(padded), size)]
+        answer = np.repeat(answer_L[None], size, 0)
+        out = [np.asarray(forward(params, padded[i:i + size], answer), np.float64)
+               for i in range(0, len(padded), size)]
         return np.concatenate(out)[:n, position]
 
     joint = probs(tokens_L[None], positions[0])[0]
@@ -152,6 +180,12 @@ def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, positions: list[int
         conditional = probs(inputs, positions[j]).reshape([vocab] * j + [vocab])
         joint = joint[..., None] * conditional
     return joint
+
+
+def joint_marginals(joint: np.ndarray) -> np.ndarray:
+    """[k, vocab]: the marginal of each variable of a joint over k variables."""
+    k = joint.ndim
+    return np.stack([joint.sum(axis=tuple(a for a in range(k) if a != i)) for i in range(k)])
 
 
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
@@ -172,9 +206,11 @@ def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
 
 
 def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
-    """For steps that unmasked 2 or 3 positions: the bound sum(H) - max(H) from the model's
-    marginals next to the total correlation of its chain-rule joint, in two orders (highest
-    confidence first, and reversed)."""
+    """For steps that unmasked 2 or 3 positions, in two chain-rule orders (highest confidence
+    first, and reversed): the total correlation TC of the model's chain-rule joint; the bound
+    EB uses, sum(H) - max(H) of the network's direct marginals (`bound`); the same bound from
+    the joint's own marginals (`joint_bound_*`, which provably >= TC); and how far the two sets
+    of marginals disagree (`marginal_tv_*`: mean total-variation distance per position)."""
     apply_fn, params = model_fn
     rows = []
     for ex in range(min(examples, len(split))):
@@ -184,28 +220,35 @@ def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: in
             if len(positions) not in (2, 3):
                 continue
             context = np.where(split.answer_mask[ex] & (fill >= step), mask_id, out["tokens"][ex])
-            p = np.asarray(_jitted_softmax(apply_fn)(params, context[None].astype(np.int32))[0], np.float64)[positions]
+            answer = split.answer_mask[ex]
+            p = np.asarray(_jitted_probs(apply_fn, mask_id)(params, context[None].astype(np.int32), answer[None])[0],
+                           np.float64)[positions]
             h = entropy(p, axis=-1)
             order = list(positions[np.argsort(-p.max(-1), kind="stable")])
             row = {"example": ex, "step": step, "size": len(positions), "sum_h": float(h.sum()),
                    "max_h": float(h.max()), "bound": float(h.sum() - h.max())}
             for name, o in (("confidence_order", order), ("reverse_order", order[::-1])):
-                joint = chain_rule_joint(apply_fn, params, context.astype(np.int32), o, vocab)
-                tc, _, _ = total_correlation(joint)
+                joint = chain_rule_joint(apply_fn, params, context.astype(np.int32), answer, o, vocab, mask_id)
+                tc, sum_h, max_h = total_correlation(joint)
                 row[f"tc_{name}"] = tc
                 row[f"joint_h_{name}"] = float(entropy(joint))
+                row[f"joint_bound_{name}"] = sum_h - max_h
+                # The joint's variables are in order o; compare each with its direct marginal.
+                direct = p[[list(positions).index(i) for i in o]]
+                row[f"marginal_tv_{name}"] = float(0.5 * np.abs(joint_marginals(joint) - direct).sum(-1).mean())
             rows.append(row)
     return rows
 
 
 def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
     """Per rule and proxy: the fewest mean NFE whose solve rate keeps `keep_fraction` of top-1's
-    (top-1 with the same proxy; confidence for threshold and ancestral)."""
+    (top-1 with the row's baseline proxy: its own, confidence for random orders). Rows must
+    hold their baselines (grid_settings adds them)."""
     top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
     summary = []
     for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
-        base = top1.get(proxy if proxy in top1 else "confidence")
         group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
+        base = top1[group[0]["baseline_proxy"]]
         keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
         best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
         summary.append({"rule": rule, "proxy": proxy, "top1_solve_rate": base["solve_rate"],
@@ -220,7 +263,7 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
 
 
 def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, schedule: str = "linear") -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
     bound_steps.csv, tightness.png, tightness.csv, limit.png and report.md."""
     import matplotlib
@@ -229,7 +272,8 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
     import matplotlib.pyplot as plt
     workdir = pathlib.Path(workdir)
     split = split.take(np.arange(min(study.examples, len(split))))
-    rows, outputs = run_settings(model_fn, split, grid_settings(study), study.batch_size, study.seed,
+    validate_study(study)
+    rows, outputs = run_settings(model_fn, split, grid_settings(study, schedule), study.batch_size, study.seed,
                                  refill=True, progress=progress, with_trace=True)
     write_rows(rows, workdir, "results")
     summary = frontier_summary(rows, study.keep_fraction)
@@ -238,7 +282,7 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
         group = sorted([r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)], key=lambda r: r["mean_nfe"])
-        style = {"eb": "-o", "topk": "--s", "threshold": ":^", "ancestral": "-.v"}[rule]
+        style = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}[rule]
         ax.plot([r["mean_nfe"] for r in group], [r["solve_rate"] for r in group], style, ms=4,
                 label=f"{rule} ({proxy})")
     for r in rows:
@@ -303,6 +347,8 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
         b = np.array([r["bound"] for r in tight])
         for name, marker in (("confidence_order", "o"), ("reverse_order", "x")):
             ax.scatter(b, [r[f"tc_{name}"] for r in tight], s=10, marker=marker, alpha=0.6, label=name)
+        ax.scatter([r["joint_bound_confidence_order"] for r in tight], [r["tc_confidence_order"] for r in tight],
+                   s=10, marker="+", alpha=0.6, label="x = the joint's own bound")
         top = max(b.max(), 1e-3)
         ax.plot([0, top], [0, top], "k-", lw=0.8, label="TC = bound")
         ax.set_xlabel("bound sum(H) - max(H) (model marginals)")
@@ -313,10 +359,15 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
         plt.close(fig)
 
     # The parallel limit (Sudoku: singles depth) or NFE against path length (mazes).
-    eb_summary = next(s for s in summary if s["rule"] == "eb" and s["proxy"] == study.proxies[0])
-    gamma_star = eb_summary["best_param"] if np.isfinite(eb_summary["best_param"]) else float(study.gammas[0])
-    star = outputs[SamplerConfig(rule="eb", gamma=float(gamma_star), proxy=study.proxies[0])]
-    limit = {"gamma": gamma_star}
+    # At the EB setting with the fewest NFE that keeps the solve rate (the first gamma if none
+    # does; top-1 when the grid has no gamma).
+    star_cfg = SamplerConfig(rule="topk", k=1, proxy=study.proxies[0])
+    if len(study.gammas):
+        eb_summary = next(s for s in summary if s["rule"] == "eb" and s["proxy"] == study.proxies[0])
+        gamma_star = eb_summary["best_param"] if np.isfinite(eb_summary["best_param"]) else float(study.gammas[0])
+        star_cfg = SamplerConfig(rule="eb", gamma=float(gamma_star), proxy=study.proxies[0])
+    star = outputs[star_cfg]
+    limit = {"setting": star_cfg.describe()}
     fig, ax = plt.subplots(figsize=(5, 4))
     jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(split))
     if "singles_depth" in split.meta:
@@ -347,7 +398,7 @@ def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers
         limit["mean_nfe"] = float(star["nfe"].mean())
         ax.hist(star["nfe"], bins=20)
         ax.set_xlabel("NFE")
-    ax.set_ylabel(f"NFE of EB gamma={gamma_star:g}")
+    ax.set_ylabel(f"NFE of {star_cfg.describe()}")
     ax.legend(fontsize=7) if ax.get_legend_handles_labels()[0] else None
     fig.tight_layout()
     fig.savefig(workdir / "limit.png", dpi=120)
@@ -398,15 +449,23 @@ def _report(rows, summary, bound_table, tight, limit, study, n_examples) -> str:
         lines = [f"\n## Tightness (EB gamma={study.tightness_gamma:g}, {len(tight)} steps that unmasked 2 or 3 "
                  "positions)\n",
                  "TC is the total correlation of the model's own joint over the chosen positions, built by the "
-                 "chain rule with extra forward passes (earlier positions filled in with every value). The "
-                 "bound uses the marginals the sampler saw. Two orders of the chain rule:\n"]
+                 "chain rule with extra forward passes (earlier positions filled in with every value). Two "
+                 "bounds: the one EB uses, sum(H) - max(H) of the network's direct marginals (what the "
+                 "sampler saw), and the same expression on the joint's own marginals, which is >= TC by "
+                 "construction. The two agree only as far as the direct marginals match the joint's. Two "
+                 "orders of the chain rule:\n"]
         for name in ("confidence_order", "reverse_order"):
             tc = np.array([r[f"tc_{name}"] for r in tight])
+            joint_b = np.array([r[f"joint_bound_{name}"] for r in tight])
+            tv = np.array([r[f"marginal_tv_{name}"] for r in tight])
             over = b >= tc - 1e-9
-            lines.append(f"- {name}: bound >= TC in {over.mean():.1%} of steps; mean bound {b.mean():.4f}, "
-                         f"mean TC {tc.mean():.4f}; where bound >= TC, bound - TC averages "
-                         f"{(b - tc)[over].mean() if over.any() else float('nan'):.4f} nats; "
-                         f"median TC / bound {np.median(tc[b > 1e-6] / b[b > 1e-6]) if (b > 1e-6).any() else float('nan'):.3f}")
+            lines.append(f"- {name}: EB's bound >= TC in {over.mean():.1%} of steps, the joint's own bound in "
+                         f"{(joint_b >= tc - 1e-9).mean():.1%}; mean EB bound {b.mean():.4f}, mean joint bound "
+                         f"{joint_b.mean():.4f}, mean TC {tc.mean():.4f} nats; where EB's bound >= TC, it exceeds "
+                         f"TC by {(b - tc)[over].mean() if over.any() else float('nan'):.4f} nats on average; "
+                         f"median TC / EB bound "
+                         f"{np.median(tc[b > 1e-6] / b[b > 1e-6]) if (b > 1e-6).any() else float('nan'):.3f}; "
+                         f"direct vs joint marginals: mean total variation {tv.mean():.4f} (max {tv.max():.4f})")
         diff = np.abs(np.array([r["tc_confidence_order"] - r["tc_reverse_order"] for r in tight]))
         lines.append(f"- the two orders differ by {diff.mean():.4f} nats on average (max {diff.max():.4f}): "
                      "the network's conditionals are not exactly those of one joint.\n")
@@ -414,18 +473,18 @@ def _report(rows, summary, bound_table, tight, limit, study, n_examples) -> str:
     parts.append("\n## The parallel limit\n")
     if "mean_depth" in limit:
         parts.append(
-            f"At EB gamma={limit['gamma']:g} (the fewest NFE keeping the solve rate, confidence ranking): "
+            f"At {limit['setting']} (the EB setting with the fewest NFE that keeps the solve rate): "
             f"on the {limit['examples_with_depth']} puzzles that singles solve, mean singles depth "
             f"{limit['mean_depth']:.2f}, mean NFE {limit['mean_nfe']:.2f}, mean NFE / depth "
             f"{limit['mean_ratio_nfe_over_depth']:.2f}, solve rate {limit['solve_rate']:.1%}. "
             f"The {limit['beyond_singles']} puzzles that need more than singles: mean NFE "
             f"{limit['beyond_singles_mean_nfe']:.2f}, solve rate {limit['beyond_singles_solve_rate']:.1%}.\n")
     elif "mean_path_len" in limit:
-        parts.append(f"At EB gamma={limit['gamma']:g}: mean path length {limit['mean_path_len']:.2f} cells, "
+        parts.append(f"At {limit['setting']}: mean path length {limit['mean_path_len']:.2f} cells, "
                      f"mean NFE {limit['mean_nfe']:.2f}, correlation of NFE with path length "
                      f"{limit['corr_nfe_path_len']:.2f}.\n")
     else:
-        parts.append(f"At EB gamma={limit['gamma']:g}: mean NFE {limit['mean_nfe']:.2f} (these examples "
+        parts.append(f"At {limit['setting']}: mean NFE {limit['mean_nfe']:.2f} (these examples "
                      "carry no singles depth).\n")
     parts.append("\n![limit](limit.png)\n")
     return "\n".join(parts)

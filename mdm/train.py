@@ -365,7 +365,7 @@ def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval
         from mdm import sampling
 
         subset = split.take(np.arange(min(config.eval.sample_examples, len(split))))
-        model_fn = sampling.model_fn_from(graphdef, params)
+        model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
         for name, sampler_cfg in (("top1", sampling.SamplerConfig(rule="topk", k=1)),
                                   (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma))):
             out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size)

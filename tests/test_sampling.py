@@ -87,7 +87,10 @@ def test_whole_generation_equals_reference(rule, kw):
 
 ALL_RULES = [SamplerConfig(rule="eb", gamma=0.5), SamplerConfig(rule="eb", gamma=0.5, proxy="entropy"),
              SamplerConfig(rule="topk", k=2, proxy="margin"), SamplerConfig(rule="threshold", tau=0.5),
-             SamplerConfig(rule="ancestral", steps=4), SamplerConfig(rule="eb", gamma=0.2, block_size=3),
+             SamplerConfig(rule="random", steps=4), SamplerConfig(rule="ancestral", steps=4),
+             SamplerConfig(rule="ancestral", steps=3, schedule="cosine"),
+             SamplerConfig(rule="random", steps=2, block_size=3), SamplerConfig(rule="ancestral", steps=2, block_size=3),
+             SamplerConfig(rule="eb", gamma=0.2, block_size=3),
              SamplerConfig(rule="eb", gamma=0.2, temperature=1.0, top_p=0.9)]
 
 
@@ -103,8 +106,9 @@ def test_every_answer_unmasked_once_prompt_kept(cfg):
     assert (trace.sum(0) == n_masks).all()  # each answer position unmasked exactly once
     assert (nfe <= n_masks).all() and (nfe >= 1).all()
     assert ((trace > 0).sum(0) == nfe).all()  # one trace entry per model call
-    if cfg.rule == "ancestral":
-        assert (nfe <= cfg.steps).all()
+    if cfg.rule in ("random", "ancestral"):  # `steps` steps per block, each at most one call
+        blocks = -(-n_masks // cfg.block_size) if cfg.block_size else 1
+        assert (nfe <= cfg.steps * blocks).all()
 
 
 def test_gamma_zero_is_top1_without_zero_entropy():
@@ -157,7 +161,8 @@ def test_eb_trace_bound_within_gamma():
 
 @pytest.mark.parametrize("cfg", [SamplerConfig(rule="eb", gamma=0.3),
                                  SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
-                                 SamplerConfig(rule="ancestral", steps=5)], ids=lambda c: c.describe())
+                                 SamplerConfig(rule="random", steps=5), SamplerConfig(rule="ancestral", steps=5)],
+                         ids=lambda c: c.describe())
 def test_refill_equals_plain_batches(cfg):
     apply, w = context_model(9)
     tokens, answer = problems(n=11, seed=10)
@@ -237,3 +242,88 @@ def test_real_time_conditioned_model_samples():
     tokens, answer = problems(seed=1)
     out = sampling.generate(apply_fn, params, tokens, answer, SamplerConfig(rule="eb", gamma=0.5))
     assert (np.asarray(out["tokens"]) < V).all()
+
+
+@pytest.mark.parametrize("cfg", [SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
+                                 SamplerConfig(rule="random", steps=3), SamplerConfig(rule="ancestral", steps=3)],
+                         ids=lambda c: c.describe())
+def test_evaluate_plain_batches_equal_refill_over_several_batches(cfg):
+    """Plain batches key examples by their global id, as refill does: examples i and
+    i + batch_size get different streams, and every example the same one in both modes."""
+    from mdm import data
+    from mdm.tasks import Task
+
+    apply, w = context_model(9)
+    tokens, answer = problems(n=11, seed=10)
+    task = Task("sudoku", V, tokens.shape[1])  # only the checker's shape matters here
+    split = data.Split(np.asarray(tokens), np.asarray(answer), {}, task)
+    split.task = type("T", (), {"check": staticmethod(lambda t, r, a: {"solved": np.zeros(len(t), bool),
+                                                                      "token_accuracy": np.zeros(len(t))})})()
+    plain = sampling.evaluate((apply, w), split, cfg, batch_size=4, seed=3, refill=False)
+    streamed = sampling.evaluate((apply, w), split, cfg, batch_size=4, seed=3, refill=True)
+    assert (plain["tokens"] == streamed["tokens"]).all() and (plain["nfe"] == streamed["nfe"]).all()
+    # Example 0 and example 4 sit at the same place of different batches: same problem, other stream.
+    same = sampling.evaluate((apply, w), split.take(np.array([0, 1, 2, 3, 0, 1, 2, 3])), cfg, batch_size=4,
+                             seed=3, refill=False)
+    assert (same["tokens"][:4] != same["tokens"][4:]).any() or (same["nfe"][:4] != same["nfe"][4:]).any()
+
+
+def test_ancestral_unmasks_each_position_with_the_schedules_probability():
+    """MDLM/MD4 ancestral sampling: from t = 1 - j/S to s = 1 - (j+1)/S a masked position
+    unmasks with probability (alpha_s - alpha_t) / (1 - alpha_t); measured on many rows."""
+    from mdm import diffusion
+
+    for schedule in ("linear", "cosine"):
+        p = np.asarray(sampling.ancestral_probability(schedule, jnp.arange(4), 4))
+        t, s = 1 - np.arange(4) / 4, 1 - np.arange(1, 5) / 4
+        a_t, a_s = (np.asarray(diffusion.alpha(schedule, jnp.asarray(x))) for x in (t, s))
+        np.testing.assert_allclose(p, (a_s - a_t) / (1 - a_t), rtol=1e-5)
+        assert p[-1] == 1.0
+    apply, w = context_model(3)
+    n, length = 400, 12
+    tokens = jnp.zeros((n, length), jnp.int32)
+    answer = jnp.asarray(np.arange(length) < 8)[None].repeat(n, 0)  # 8 answer positions
+    out = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="ancestral", steps=4), seed=1,
+                            with_trace=True)
+    # The first call happens at the first step that unmasks anything; with 8 positions that is
+    # step 1 unless all 8 coins fail (probability (3/4)^8 = 10%). Unmasked at step 1: Binomial(8, 1/4).
+    first = np.asarray(out["trace"]["unmasked"][0])
+    assert 8 * 0.25 * 0.85 < first.mean() < 8 * 0.25 / (1 - 0.75 ** 8) * 1.15
+    assert (np.asarray(out["nfe"]) <= 4).all()
+
+
+def test_random_rule_follows_the_count_schedule_per_block():
+    apply, w = context_model(5)
+    tokens = jnp.zeros((3, 12), jnp.int32)
+    answer = jnp.ones((3, 12), bool)
+    out = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="random", steps=3, block_size=6),
+                            with_trace=True)
+    # Each block of 6: 2 per step over 3 steps, then the next block: 6 calls of 2.
+    assert (np.asarray(out["trace"]["unmasked"])[:6] == 2).all()
+    fill = np.asarray(out["fill_step"])
+    assert (fill[:, :6].max(1) < fill[:, 6:].min(1)).all()
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "polynomial"])
+def test_time_conditioned_models_get_the_schedules_time(schedule):
+    """The sampler hands a time-conditioned model the t at which its schedule masks the current
+    fraction of answers: 1 - alpha(t) equals that fraction."""
+    from mdm import diffusion
+
+    seen = []
+
+    def apply(params, tokens_BxL, t_B):
+        fraction = 1.0 - diffusion.alpha(schedule, t_B)
+        seen.append(t_B)
+        value = jnp.round(4 * fraction).astype(jnp.int32)  # the masked count, 4 answers
+        confidence = 10.0 - jnp.arange(tokens_BxL.shape[1])
+        return confidence[None, :, None] * jax.nn.one_hot(value, V)[:, None, :]
+    apply.takes_time = True
+    apply.schedule = schedule
+    tokens = jnp.zeros((1, 7), jnp.int32)
+    answer = jnp.array([[False, True, False, True, True, False, True]])
+    out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="topk", k=1))
+    assert np.asarray(out["tokens"][0]).tolist() == [0, 4, 0, 3, 2, 0, 1]
+    frac = jnp.array([0.0, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(1 - diffusion.alpha(schedule, diffusion.time_of_masked_fraction(schedule, frac)),
+                               frac, atol=1e-6)

@@ -54,7 +54,8 @@ def test_chain_rule_recovers_a_known_joint():
         l2 = jnp.log(jnp.asarray(p2)[safe0, safe1])
         return jnp.stack([l0, l1, l2], 1).astype(jnp.float32)
 
-    joint = study.chain_rule_joint(apply, None, np.array([mask, mask, mask]), [0, 1, 2], vocab)
+    joint = study.chain_rule_joint(apply, None, np.array([mask, mask, mask]), np.ones(3, bool), [0, 1, 2],
+                                   vocab, mask)
     expected = p0[:, None, None] * p1[:, :, None] * p2
     np.testing.assert_allclose(joint, expected, rtol=1e-5)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
@@ -76,7 +77,7 @@ def test_study_writes_every_file(data_dir, tmp_path):
         rows = list(csv.DictReader(f))
     assert set(rows[0]) >= {"rule", "proxy", "param", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe",
                             "wall_s", "nfe_speedup"}
-    assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "ancestral"}
+    assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "random", "ancestral"}
     with open(tmp_path / "bound_steps.csv") as f:
         steps = list(csv.DictReader(f))
     assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "chosen", "wrong"}
@@ -86,4 +87,49 @@ def test_study_writes_every_file(data_dir, tmp_path):
         per_setting[s["setting"]] = per_setting.get(s["setting"], 0) + int(s["chosen"])
     assert set(per_setting.values()) == {int(split.answer_mask[:grids.examples].sum())}
     assert all(r["bound"] >= 0 for r in result["tightness"])
+    for r in result["tightness"]:  # the joint's own marginals give a bound that always holds
+        for order in ("confidence_order", "reverse_order"):
+            assert r[f"joint_bound_{order}"] >= r[f"tc_{order}"] - 1e-9
+            assert 0 <= r[f"marginal_tv_{order}"] <= 1
+    assert "the joint's own bound" in result["report"]
     assert "## Frontier" in result["report"] and "## The parallel limit" in result["report"]
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(proxies=("entropy",)),  # threshold/random rows compare with confidence top-1
+    dict(gammas=()),  # no EB setting at all
+    dict(proxies=("margin",), gammas=(), ks=(), taus=(), steps=()),  # top-1 only
+], ids=["entropy_only", "no_gamma", "top1_only"])
+def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
+    config = sudoku_config.get_config("tiny")
+    split = data.load("sudoku", "test", data_dir, 500, 500)
+    cfg = train.model_config(config, split.task)
+    graphdef, params = train.init_model(cfg, 0)
+    grids = study_config.get_config("tiny")
+    grids.update(examples=3, tightness_examples=1, **overrides)
+    result = study.run_study(sampling.model_fn_from(graphdef, params), split, grids, tmp_path,
+                             cfg.mask_id, cfg.vocab_size, progress=False)
+    assert (tmp_path / "report.md").exists() and result["summary"]
+
+
+def test_study_refuses_an_empty_proxy_list():
+    grids = study_config.get_config("tiny")
+    grids.proxies = ()
+    with pytest.raises(ValueError, match="proxies"):
+        study.validate_study(grids)
+
+
+def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
+    """The tightness forward passes go through the sampler's forward helper, so a model that
+    needs t gets it (it used to be called without t and crash)."""
+    config = sudoku_config.get_config("tiny")
+    config.model.time_conditioning = True
+    config.diffusion.schedule = "cosine"
+    split = data.load("sudoku", "test", data_dir, 500, 500)
+    cfg = train.model_config(config, split.task)
+    graphdef, params = train.init_model(cfg, 0)
+    grids = study_config.get_config("tiny")
+    grids.update(examples=3, tightness_examples=2, gammas=(4.0,), ks=(), taus=(), steps=(2,))
+    result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
+                             cfg.mask_id, cfg.vocab_size, progress=False, schedule="cosine")
+    assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"
