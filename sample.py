@@ -37,8 +37,8 @@ _PUZZLE = flags.DEFINE_string("puzzle", "", "One Sudoku, 81 characters, 0 or . f
 _PUZZLE_FILE = flags.DEFINE_string("puzzle_file", "", "Evaluate on a file of Sudoku puzzles instead of the "
                                    "test split: 81 characters a line, optionally ',solution'.")
 _STUDY = flags.DEFINE_bool("study", False, "Run the study: every rule's frontier, the bound, the limit.")
-_STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", "configs/study.py:full",
-                                                "Grids of the study, e.g. configs/study.py:quick.")
+_STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", None, "Grids of the study, e.g. "
+                                                "configs/study.py:quick (default: configs/study.py:full).")
 _WANDB = flags.DEFINE_enum("wandb_mode", "", ["", "disabled", "offline", "online"],
                            "Send study tables and figures to wandb (default: the checkpoint's setting).")
 flags.mark_flag_as_required("workdir")
@@ -172,6 +172,6 @@ def run_study(model_fn, split, config, graphdef):
 
 
 if __name__ == "__main__":
-    from mdm.config import parse_flags
+    from mdm.config import STUDY_CONFIG, parse_flags
 
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=lambda argv: parse_flags(argv, {"study_config": STUDY_CONFIG}))

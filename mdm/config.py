@@ -5,6 +5,8 @@ ml_collections itself.
 """
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
 
 from mdm import data, diffusion
@@ -39,18 +41,30 @@ def base_config() -> ml_collections.ConfigDict:
 PRESETS = ("quick", "cpu", "paper", "tiny")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+STUDY_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "study.py") + ":full"
+
+
+def parse_flags(argv: list[str], config_defaults: dict[str, str] | None = None) -> list[str]:
     """absl's flag parser for train.py and sample.py (app.run(main, flags_parser=parse_flags)):
     a config file that cannot be loaded or an override of a field that does not exist exits
-    with one sentence instead of a traceback."""
+    with one sentence instead of a traceback.
+
+    Config flags are defined with no default (ml_collections would load a default file, and
+    apply overrides to it, while the flag is defined, where no error can be caught);
+    `config_defaults` names the file a config flag gets when the command line gives none.
+    """
     import sys
 
     from absl import flags
 
+    for name, default in (config_defaults or {}).items():
+        if not any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv[1:]):
+            argv = [argv[0], f"--{name}={default}", *argv[1:]]
     try:
         rest = flags.FLAGS(argv)
         for name in ("config", "study_config"):  # config files load lazily: load them now
-            if name in flags.FLAGS and flags.FLAGS[name].present:
+            overridden = any(a.startswith(f"--{name}.") for a in argv)
+            if name in flags.FLAGS and (flags.FLAGS[name].present or overridden):
                 flags.FLAGS[name].value.to_dict()
         return rest
     except flags.Error as e:  # keep the last line of a wrapped traceback: the reason itself

@@ -133,6 +133,9 @@ def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
     bad = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/b",
                    "--config.train.lr=-1"], env)
     assert bad.returncode != 0 and "config.train.lr must be positive" in bad.stderr
+    study = run_cli(["sample.py", f"--workdir={tmp_path}/a", "--study_config.x=1"], env)
+    assert study.returncode != 0
+    assert study.stderr.strip().splitlines() == ["error: --study_config.x: no such config field ('x' is unknown)"]
     preset = run_cli(["train.py", "--config", "configs/sudoku.py:huge", f"--workdir={tmp_path}/c"], env)
     assert preset.returncode != 0 and len(preset.stderr.strip().splitlines()) == 1
     assert "unknown preset 'huge'" in preset.stderr
