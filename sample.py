@@ -9,7 +9,7 @@ Flags only; the work is in mdm/sampling.py and mdm/study.py.
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py).")
@@ -70,10 +70,10 @@ def settings(schedule):
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.ERROR)
+    quiet_libraries()
     import numpy as np
 
-    from mdm import data, sampling, study, train
+    from mdm import checkpoint, data, sampling, study, train
     from mdm.tasks import sudoku
 
     try:
@@ -101,7 +101,7 @@ def main(argv):
         rows, outputs = study.run_settings(model_fn, split, configs, _BATCH.value, _SEED.value, _REFILL.value)
         if _SHOW.value:
             show(split, outputs[configs[0]], configs[0], _SHOW.value)
-    except (ValueError, train.TrainingError, sudoku.PuzzleError) as e:
+    except (ValueError, train.TrainingError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}")
@@ -172,6 +172,6 @@ def run_study(model_fn, split, config, graphdef):
 
 
 if __name__ == "__main__":
-    from mdm.config import STUDY_CONFIG, parse_flags
+    from mdm.config import STUDY_CONFIG, parse_flags, quiet_libraries
 
     app.run(main, flags_parser=lambda argv: parse_flags(argv, {"study_config": STUDY_CONFIG}))

@@ -4,7 +4,7 @@ Flags only; the work is in mdm/train.py. Any config field: --config.train.steps=
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sudoku.py:quick.")
@@ -15,16 +15,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.ERROR)
-    from mdm import train
+    quiet_libraries()
+    from mdm import checkpoint, train
 
     try:
         train.train(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, train.TrainingError, FloatingPointError) as e:
+    except (ValueError, train.TrainingError, checkpoint.CheckpointError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-    from mdm.config import parse_flags
+    from mdm.config import parse_flags, quiet_libraries
 
     app.run(main, flags_parser=parse_flags)

@@ -44,6 +44,28 @@ PRESETS = ("quick", "cpu", "paper", "tiny")
 STUDY_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "study.py") + ":full"
 
 
+def quiet_libraries() -> None:
+    """Keeps library logs (orbax, asyncio) off the terminal: a failed async save is logged there
+    as several tracebacks from background threads, while the error itself reaches the caller,
+    which reports it in one sentence (or raises it, when it is not a known user problem)."""
+    import logging as std_logging
+
+    from absl import logging
+
+    logging.set_verbosity(logging.FATAL)
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    # After a failed write, tensorstore's pending callbacks find orbax's event loop closed and
+    # print that from their own threads; the failure itself was already raised and reported.
+    import sys
+    import threading
+
+    closed = lambda value: "Event loop is closed" in str(value)
+    previous_hook, previous_unraisable, previous_thread = sys.excepthook, sys.unraisablehook, threading.excepthook
+    sys.excepthook = lambda kind, value, tb: closed(value) or previous_hook(kind, value, tb)
+    sys.unraisablehook = lambda u: closed(u.exc_value) or previous_unraisable(u)
+    threading.excepthook = lambda a: closed(a.exc_value) or previous_thread(a)
+
+
 def parse_flags(argv: list[str], config_defaults: dict[str, str] | None = None) -> list[str]:
     """absl's flag parser for train.py and sample.py (app.run(main, flags_parser=parse_flags)):
     a config file that cannot be loaded or an override of a field that does not exist exits

@@ -116,7 +116,11 @@ class Writers:
 
 
 def make_writers(workdir: str, wandb_config, config: dict, stdout: bool = True,
-                 jsonl_name: str = "metrics.jsonl") -> Writers:
+                 jsonl_name: str = "metrics.jsonl", primary: bool = True) -> Writers:
+    """The writers a config asks for; none at all on a process other than the primary one
+    (process 0 of a multi-process run), so metrics.jsonl and wandb get each step once."""
+    if not primary:
+        return Writers([])
     writers = [JsonlWriter(pathlib.Path(workdir) / jsonl_name)]
     if stdout:
         writers.append(StdoutWriter())

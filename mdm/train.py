@@ -5,6 +5,7 @@ from its last checkpoint ends with the same parameters as one that never stopped
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import signal
@@ -211,6 +212,42 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
                             f"({'; '.join(differences)}); use another --workdir or remove it")
 
 
+class _WorkdirLock:
+    """One training process per workdir: an exclusive flock on workdir/train.lock, which the
+    kernel releases when the process ends, however it ends (a crash leaves nothing stuck)."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.path = workdir / "train.lock"
+        self.file = None
+
+    def __enter__(self):
+        import fcntl
+        import os
+
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise TrainingError(f"{self.path.parent} is in use by another training run ({holder}); "
+                                f"wait for it to finish or use another --workdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing releases the lock
+
+
+def is_primary() -> bool:
+    """Process 0 of a multi-process run: the one that logs, shows progress and writes files."""
+    return jax.process_index() == 0
+
+
 def _prepare_workdir(workdir: str) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
@@ -247,10 +284,18 @@ class _StopFlag:
 
 def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None,
           progress: bool = True) -> TrainState:
-    """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests)."""
+    """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests).
+
+    A second run on the same workdir is refused while the first one lives."""
     validate(config)
     tune_allocator()
     workdir_path = _prepare_workdir(workdir)
+    with (_WorkdirLock(workdir_path) if is_primary() else contextlib.nullcontext()):
+        return _train(config, workdir, workdir_path, stop_at, progress)
+
+
+def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None, progress: bool) -> TrainState:
+    say = (lambda message: print(message, flush=True)) if is_primary() else (lambda message: None)
     mesh = make_mesh()
     n_devices = mesh.devices.size
     if config.train.batch_size % n_devices:
@@ -271,18 +316,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         _, abstract = _abstract_state(config, task)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
         state = ckpt.restore(abstract)
-        print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+        say(f"resumed from step {int(state.step)} in {workdir}")
     else:
         state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
         state = jax.device_put(state, replicated)
-    print(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
+    say(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
           f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
           f"{n_devices} {jax.default_backend()} device(s); data {config.data.name} "
-          f"({len(train_split)} train / {len(test_split)} test)", flush=True)
+          f"({len(train_split)} train / {len(test_split)} test)")
 
     train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
-    writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=progress)
+    writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=progress, primary=is_primary())
     config_dict = config.to_dict()
     schedule = lr_schedule(config)
     start = int(state.step)
@@ -296,7 +341,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
         ckpt.save(step, state, config_dict)
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or proc != 0)
+    bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or not is_primary())
     pending = None  # (step, metrics) of a logged step, read one step later: the device never waits
     clock = {"time": time.time(), "step": start}
     tokens_per_step = config.train.batch_size * task.length
@@ -337,7 +382,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
                     save(done)
                 if flag.stop:
                     flush()
-                    print(f"SIGTERM: saved step {done} and stopped", flush=True)
+                    say(f"SIGTERM: saved step {done} and stopped")
                     break
     finally:
         bar.close()
