@@ -79,7 +79,7 @@ def main(argv):
     try:
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
-        graphdef, params, config = train.load_model(_WORKDIR.value)
+        graphdef, params, config = checkpoint.load_model(_WORKDIR.value)
         configs = settings(config.diffusion.schedule)
         model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
         if _PUZZLE.value:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import save  # noqa: E402
 from benchmarks.train_throughput import measure  # noqa: E402
 from configs import sudoku as sudoku_config  # noqa: E402
-from mdm import data, sampling, train  # noqa: E402
+from mdm import checkpoint, data, sampling, train  # noqa: E402
 
 OFF = {
     "positions": {"model.positions": "learned"},
@@ -62,7 +62,7 @@ def run(name: str, minutes: float, examples: int, root: pathlib.Path) -> dict:
     start = time.perf_counter()
     train.train(config, str(workdir), progress=False)
     train_s = time.perf_counter() - start
-    graphdef, params, _ = train.load_model(str(workdir))
+    graphdef, params, _ = checkpoint.load_model(str(workdir))
     split = data.load_for(config, "test")
     split = split.take(np.arange(min(examples, len(split))))
     out = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,

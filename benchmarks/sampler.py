@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import save  # noqa: E402
 from configs import sudoku as sudoku_config  # noqa: E402
-from mdm import data, sampling, study, train  # noqa: E402
+from mdm import checkpoint, data, sampling, study, train  # noqa: E402
 from mdm.sampling import SamplerConfig  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main():
           f"({100 * s['select_fraction']:.2f}%) | proxies + selection {s['proxies_and_select_ms']:.3f} ms "
           f"({100 * s['proxies_and_select_fraction']:.2f}%)  [batch {args.batch}, {args.preset} preset]")
     if args.workdir:
-        graphdef, params, config = train.load_model(args.workdir)
+        graphdef, params, config = checkpoint.load_model(args.workdir)
         split = data.load_for(config, "test")
         split = split.take(np.arange(min(args.examples, len(split))))
         model_fn = sampling.model_fn_from(graphdef, params)

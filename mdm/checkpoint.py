@@ -113,6 +113,18 @@ class Checkpointer:
         """orbax caches the step list; after moving damaged steps aside it must read it again."""
         self.manager.reload()
 
+    def restore_params(self, abstract_params: Any, which: str = "ema", step: int | None = None) -> Any:
+        """Only one parameter tree of the train state (`ema` or `params`): nothing of the
+        optimizer is read or needed."""
+        import jax
+        import numpy as np
+
+        item = {which: abstract_params}
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(restore_type=np.ndarray, dtype=x.dtype), item)
+        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                               partial_restore=True))
+        return self._newest_restorable(lambda s: self.manager.restore(s, args=args).state[which], step)[1]
+
     def config(self, step: int | None = None) -> dict:
         args = ocp.args.Composite(config=ocp.args.JsonRestore())
         return self._newest_restorable(lambda s: self.manager.restore(s, args=args).config, step)[1]
@@ -136,3 +148,44 @@ class Checkpointer:
         with self._writing():
             self.manager.wait_until_finished()
         self.manager.close()
+
+
+# ----------------------------------------------------------------------------- loading for sampling
+
+def open_run(workdir: str | pathlib.Path) -> Checkpointer:
+    """A read-only Checkpointer of a run folder that holds at least one checkpoint."""
+    if not (pathlib.Path(workdir) / "checkpoints").is_dir() or \
+            (ckpt := Checkpointer(workdir, read_only=True)).latest_step() is None:
+        raise CheckpointError(f"no checkpoint in {workdir}; make one with "
+                              f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    return ckpt
+
+
+def load_model(workdir: str | pathlib.Path, use_ema: bool = True):
+    """(graphdef, params, config) for sampling: the newest restorable checkpoint of a run folder
+    (only its EMA or raw parameters are read), or a released folder (pretrained/..., with a
+    manifest.json) after checking its file against the manifest."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from mdm import data, pretrained
+    from mdm.model import abstract_params
+
+    if pretrained.is_pretrained(workdir):
+        return pretrained.load(workdir)
+    ckpt = open_run(workdir)
+    try:
+        config = ml_collections.ConfigDict(ckpt.config())
+        graphdef, abstract = abstract_params(config, data.DATASETS[config.data.name].task_spec)
+        params = ckpt.restore_params(abstract, "ema" if use_ema else "params")
+    finally:
+        ckpt.close()
+    return graphdef, jax.tree.map(jnp.asarray, params), config
+
+
+def latest_step(workdir: str | pathlib.Path) -> int:
+    ckpt = open_run(workdir)
+    step = ckpt.latest_step()
+    ckpt.close()
+    return step

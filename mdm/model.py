@@ -156,3 +156,31 @@ class Transformer(nnx.Module):
 
 def count_params(model: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+# ----------------------------------------------------------------------------- from a run's config
+
+def compute_dtype(config) -> str:
+    """config.model.compute_dtype, with auto = float32 on CPU, bfloat16 on accelerators."""
+    if config.model.compute_dtype != "auto":
+        return config.model.compute_dtype
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def model_config(config, task) -> ModelConfig:
+    """The ModelConfig of a run's config (ml_collections) on a task (mdm.tasks.Task)."""
+    m = config.model
+    peer_heads = m.get("peer_heads", 0)  # absent in checkpoints made before it existed
+    structured = m.positions == "structured" or peer_heads
+    return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
+                       heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
+                       position_groups=task.position_groups() if structured else (),
+                       peer_heads=peer_heads, time_conditioning=m.time_conditioning,
+                       compute_dtype=compute_dtype(config))
+
+
+def abstract_params(config, task) -> tuple[nnx.GraphDef, dict]:
+    """(graphdef, parameter shapes and dtypes) of the model a config describes; nothing is initialised."""
+    cfg = model_config(config, task)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+    return graphdef, nnx.to_pure_dict(state)

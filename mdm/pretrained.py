@@ -46,15 +46,15 @@ def export(workdir: str, out: str, command: str, dtype: str = "float32") -> dict
     """
     from flax import serialization
 
-    from mdm import train
+    from mdm import checkpoint
 
-    graphdef, params, config = train.load_model(workdir)
+    graphdef, params, config = checkpoint.load_model(workdir)
     params = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, dtype)), params)
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     params_path = out_dir / PARAMS
     params_path.write_bytes(serialization.msgpack_serialize(serialization.to_state_dict(params)))
-    step = train.latest_step(workdir)
+    step = checkpoint.latest_step(workdir)
     manifest = {
         "format": FORMAT,
         "params_file": PARAMS,
@@ -90,7 +90,7 @@ def load(folder: str | pathlib.Path):
     """(graphdef, params, config) of a released folder, after checking file against manifest."""
     from flax import serialization
 
-    from mdm import data, train
+    from mdm import data, model
 
     folder = pathlib.Path(folder)
     try:
@@ -106,7 +106,7 @@ def load(folder: str | pathlib.Path):
         raise PretrainedError(f"{params_path} does not match its manifest (sha256 differs): "
                               f"the file was changed or damaged; restore it from git")
     task = data.DATASETS[config.data.name].task_spec
-    graphdef, abstract = train.abstract_params(config, task)
+    graphdef, abstract = model.abstract_params(config, task)
     try:
         raw = serialization.msgpack_restore(params_path.read_bytes())
         params = serialization.from_state_dict(abstract, raw)
@@ -128,11 +128,11 @@ def main(argv=None) -> None:
     parser.add_argument("--command", required=True, help="the command that trained the run")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
-    from mdm import train
+    from mdm import checkpoint
 
     try:
         manifest = export(args.workdir, args.out, args.command, args.dtype)
-    except (ValueError, train.TrainingError) as e:
+    except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
     size = (pathlib.Path(args.out) / PARAMS).stat().st_size
     print(f"wrote {args.out}: {manifest['parameters']:,} parameters ({size / 1e6:.2f} MB), step "

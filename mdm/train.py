@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdm import checkpoint, data, diffusion, metrics
 from mdm.config import validate
-from mdm.model import ModelConfig, Transformer, count_params
+from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config  # noqa: F401
 
 
 class TrainingError(RuntimeError):
@@ -59,23 +59,6 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30)
         return False
 
 
-def compute_dtype(config) -> str:
-    if config.model.compute_dtype != "auto":
-        return config.model.compute_dtype
-    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
-
-
-def model_config(config, task) -> ModelConfig:
-    m = config.model
-    peer_heads = m.get("peer_heads", 0)  # absent in checkpoints made before it existed
-    structured = m.positions == "structured" or peer_heads
-    return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
-                       heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
-                       position_groups=task.position_groups() if structured else (),
-                       peer_heads=peer_heads, time_conditioning=m.time_conditioning,
-                       compute_dtype=compute_dtype(config))
-
-
 def lr_schedule(config) -> optax.Schedule:
     t = config.train
     return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps,
@@ -96,45 +79,6 @@ def init_model(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, dict]:
 def apply_model(graphdef: nnx.GraphDef, params: dict, tokens_BxL: jax.Array,
                 t_B: jax.Array | None = None) -> jax.Array:
     return nnx.merge(graphdef, params)(tokens_BxL, t_B)
-
-
-def load_model(workdir: str, use_ema: bool = True) -> tuple[nnx.GraphDef, dict, ml_collections.ConfigDict]:
-    """(graphdef, params, config) for sampling: a run folder's latest checkpoint, or a released
-    folder (pretrained/..., with a manifest.json) after checking its file against the manifest."""
-    from mdm import pretrained
-
-    if pretrained.is_pretrained(workdir):
-        return pretrained.load(workdir)
-    ckpt = _open_checkpoints(workdir)
-    config = ml_collections.ConfigDict(ckpt.config())
-    task = data.DATASETS[config.data.name].task_spec
-    graphdef, abstract = _abstract_state(config, task)
-    state = ckpt.restore(abstract)
-    ckpt.close()
-    return graphdef, (state.ema if use_ema else state.params), config
-
-
-def latest_step(workdir: str) -> int:
-    ckpt = _open_checkpoints(workdir)
-    step = ckpt.latest_step()
-    ckpt.close()
-    return step
-
-
-def _open_checkpoints(workdir: str) -> checkpoint.Checkpointer:
-    ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
-    if ckpt is None or ckpt.latest_step() is None:
-        raise TrainingError(f"no checkpoint in {workdir}; make one with "
-                            f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
-    return ckpt
-
-
-def abstract_params(config, task) -> tuple[nnx.GraphDef, dict]:
-    """(graphdef, parameter shapes and dtypes) of the model a config describes; nothing is initialised."""
-    cfg = model_config(config, task)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
-    return graphdef, nnx.to_pure_dict(state)
 
 
 def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:

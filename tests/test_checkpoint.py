@@ -85,7 +85,7 @@ def test_damaged_latest_checkpoint_falls_back(data_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     train.train(tiny(), str(workdir), progress=False)
     _damage(workdir, 4)
-    graphdef, params, config = train.load_model(str(workdir))  # sampling: read-only, skips it
+    graphdef, params, config = checkpoint.load_model(str(workdir))  # sampling: read-only, skips it
     err = capsys.readouterr().err
     assert "the checkpoint of step 4" in err and "cannot be restored" in err and "trying step 2" in err
     assert (workdir / "checkpoints" / "4").exists()  # reading never moves anything
@@ -103,7 +103,7 @@ def test_nothing_restorable_is_one_sentence(data_dir, tmp_path):
     train.train(tiny(steps=2), str(workdir), progress=False)
     _damage(workdir, 2)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored"):
-        train.load_model(str(workdir))
+        checkpoint.load_model(str(workdir))
 
 
 def test_a_second_run_on_a_workdir_is_refused(data_dir, tmp_path):
@@ -137,3 +137,27 @@ def test_only_process_zero_writes_logs(data_dir, tmp_path, monkeypatch):
     train.train(tiny(), str(workdir), progress=False)
     assert not (workdir / "metrics.jsonl").exists() and not (workdir / "train.lock").exists()
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4  # orbax saves collectively
+
+
+def test_loading_for_sampling_reads_only_the_parameters(data_dir, tmp_path, monkeypatch):
+    """checkpoint.load_model restores the EMA tree alone: it needs none of the optimizer's code
+    and gives the same arrays as restoring the whole train state."""
+    import jax
+    import numpy as np
+
+    from mdm import data
+
+    workdir = tmp_path / "run"
+    config = tiny()
+    train.train(config, str(workdir), progress=False)
+    task = data.DATASETS[config.data.name].task_spec
+    _, abstract = train._abstract_state(config, task)
+    full = checkpoint.Checkpointer(workdir, read_only=True).restore(abstract)
+
+    def no_optimizer(*args, **kwargs):
+        raise AssertionError("sampling must not build the optimizer")
+    monkeypatch.setattr(train, "make_optimizer", no_optimizer)
+    _, ema, _ = checkpoint.load_model(str(workdir))
+    _, raw, _ = checkpoint.load_model(str(workdir), use_ema=False)
+    for mine, theirs in ((ema, full.ema), (raw, full.params)):
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)))

@@ -116,7 +116,7 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
     assert "SIGTERM: saved step" in out
     step = checkpoint.Checkpointer(workdir, read_only=True).latest_step()
     assert step is not None and 0 < step < 100000
-    graphdef, params, config = train.load_model(str(workdir))
+    graphdef, params, config = checkpoint.load_model(str(workdir))
     assert config.train.steps == 100000
 
 
