@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), or pretrained/<name>.")
 _SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "random", "ancestral"],
                              "Selection rule (random: a fixed count per step in random order; "
                              "ancestral: MDLM/MD4 ancestral sampling).")
@@ -44,131 +44,66 @@ _WANDB = flags.DEFINE_enum("wandb_mode", "", ["", "disabled", "offline", "online
 flags.mark_flag_as_required("workdir")
 
 
-def _numbers(values, cast, name):
+def _numbers(name, values, cast):
     try:
         return [cast(v) for v in values]
     except ValueError:
         raise ValueError(f"--{name} takes a comma-separated list of numbers, not {','.join(values)!r}") from None
 
 
-def settings(schedule):
-    from mdm.sampling import SamplerConfig
-
-    common = dict(temperature=_TEMPERATURE.value, top_p=_TOP_P.value, block_size=_BLOCK.value, schedule=schedule)
-    rule = _SAMPLER.value
-    steps = ("steps", _numbers(_STEPS.value, int, "steps"))
-    field, values = {"eb": ("gamma", _numbers(_GAMMA.value, float, "gamma")),
-                     "topk": ("k", _numbers(_K.value, int, "k")),
-                     "threshold": ("tau", _numbers(_TAU.value, float, "tau")),
-                     "random": steps, "ancestral": steps}[rule]
-    if not values:
-        raise ValueError(f"--{field} needs at least one value")
-    proxies = ["confidence"] if rule in ("random", "ancestral") else _PROXY.value
-    return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values]
-
-
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
     quiet_libraries()
-    import numpy as np
-
-    from mdm import checkpoint, data, sampling, study, train
-    from mdm.tasks import sudoku
+    from mdm import checkpoint, metrics, sampling, study
 
     try:
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
         graphdef, params, config = checkpoint.load_model(_WORKDIR.value)
-        configs = settings(config.diffusion.schedule)
         model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
+        values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
+                  "tau": _numbers("tau", _TAU.value, float), "steps": _numbers("steps", _STEPS.value, int)}
+        settings = study.sampler_settings(_SAMPLER.value, values, _PROXY.value, temperature=_TEMPERATURE.value,
+                                          top_p=_TOP_P.value, block_size=_BLOCK.value,
+                                          schedule=config.diffusion.schedule)
         if _PUZZLE.value:
-            if data.DATASETS[config.data.name].task != "sudoku":
-                raise ValueError(f"--puzzle solves Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
-            puzzle = sudoku.parse_puzzle(_PUZZLE.value)
-            out = study.solve_sudoku(model_fn, puzzle, configs[0], _SEED.value)
-            steps = np.where(puzzle > 0, "", out["fill_step"].astype(str))
-            print(f"{configs[0].describe()}: {out['nfe']} model calls, "
-                  f"{'a valid solution' if out['valid'] else 'NOT a valid solution'}; "
-                  f"(n) = the call that filled the cell, clues have none")
-            print(sudoku.pretty(out["grid"], steps))
-            sys.exit(0 if out["valid"] else 1)
-        name, split = load_examples(config)
+            from mdm import data
+
+            text, solved = study.solve_one(model_fn, data.DATASETS[config.data.name].task, _PUZZLE.value,
+                                           settings[0], _SEED.value)
+            print(text)
+            sys.exit(0 if solved else 1)
+        name, split, note = study.examples_for(config, _DATASET.value, _PUZZLE_FILE.value)
+        if note:
+            print(note)
         if _STUDY.value:  # the study config says how many examples
-            return run_study(model_fn, split, config, graphdef)
+            study.validate_study(_STUDY_CONFIG.value)
+            if _WANDB.value:
+                config.wandb.mode = _WANDB.value
+            writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
+                                           jsonl_name="study_metrics.jsonl")
+            try:
+                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, _WORKDIR.value, writers,
+                                         schedule=config.diffusion.schedule)
+            finally:
+                writers.close()
+            print(result["report"])
+            print(f"study written to {_WORKDIR.value}: report.md, results.csv, frontier.png, bound.png, "
+                  f"bound_steps.csv, tightness.csv/png, limit.png")
+            return
         if _EXAMPLES.value:
-            split = split.take(np.arange(min(_EXAMPLES.value, len(split))))
-        rows, outputs = study.run_settings(model_fn, split, configs, _BATCH.value, _SEED.value, _REFILL.value)
-        if _SHOW.value:
-            show(split, outputs[configs[0]], configs[0], _SHOW.value)
-    except (ValueError, train.TrainingError, checkpoint.CheckpointError) as e:
+            split = split.take(slice(0, _EXAMPLES.value))
+        rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
+    except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}")
     print(study.format_table(rows))
+    if _SHOW.value:
+        print(study.show(split, outputs[settings[0]], settings[0], _SHOW.value))
     csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
     print(f"rows written to {csv_path} and .json")
-
-
-def load_examples(config):
-    """(name, split) to evaluate: --puzzle_file, --dataset, or the checkpoint's test split."""
-    from mdm import data
-    from mdm.tasks import sudoku
-
-    task = data.DATASETS[config.data.name].task_spec
-    if _PUZZLE_FILE.value:
-        if task.name != "sudoku":
-            raise ValueError(f"--puzzle_file holds Sudoku, but {_WORKDIR.value} holds a {config.data.name} model")
-        puzzles, solutions, report = sudoku.load_puzzles(_PUZZLE_FILE.value)
-        print(f"{_PUZZLE_FILE.value}: {report.summary()}")
-        if not len(puzzles):
-            raise ValueError(f"{_PUZZLE_FILE.value} holds no usable puzzle")
-        tokens, answer_mask = sudoku.encode(puzzles, solutions)
-        return _PUZZLE_FILE.value, data.Split(tokens, answer_mask, {}, task)
-    if _DATASET.value:
-        name = _DATASET.value
-        if name not in data.DATASETS or data.DATASETS[name].task_spec != task:
-            raise ValueError(f"--dataset {name!r} is not a data set of this checkpoint's task "
-                             f"({config.data.name}); known: {', '.join(data.DATASETS)}")
-        return name, data.load(name, "test", config.data.data_dir or None)
-    return config.data.name, data.load_for(config, "test")
-
-
-def show(split, out, cfg, count):
-    import numpy as np
-
-    from mdm.tasks import maze, sudoku
-
-    for i in range(min(count, len(split))):
-        solved = "solved" if out["solved"][i] else "NOT solved"
-        print(f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}")
-        if split.task.name == "sudoku":
-            steps = np.where(split.answer_mask[i], out["fill_step"][i].astype(str), "")
-            print(sudoku.pretty(sudoku.decode(out["tokens"][i]), steps))
-        else:
-            print(maze.draw(out["tokens"][i], split.task.maze_n))
-
-
-def run_study(model_fn, split, config, graphdef):
-    from flax import nnx
-
-    from mdm import metrics, study
-
-    study_config = _STUDY_CONFIG.value
-    study.validate_study(study_config)
-    if _WANDB.value:
-        config.wandb.mode = _WANDB.value
-    writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
-                                   jsonl_name="study_metrics.jsonl")
-    cfg = nnx.merge(graphdef, model_fn[1]).cfg
-    try:
-        result = study.run_study(model_fn, split, study_config, _WORKDIR.value, cfg.mask_id, cfg.vocab_size,
-                                 writers, schedule=config.diffusion.schedule)
-    finally:
-        writers.close()
-    print(result["report"])
-    print(f"study written to {_WORKDIR.value}: report.md, results.csv, frontier.png, bound.png, "
-          f"bound_steps.csv, tightness.csv/png, limit.png")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def timeit(fn, *args, repeats=20):
 def selection_cost(batch: int, preset: str) -> dict:
     """Time of one forward pass against the EB selection on its logits."""
     config = sudoku_config.get_config(preset)
-    task = data.DATASETS["sudoku"].task_spec
+    task = data.DATASETS["sudoku"].task
     cfg = train.model_config(config, task)
     graphdef, params = train.init_model(cfg, 0)
     apply_fn, _ = sampling.model_fn_from(graphdef, params)

@@ -27,7 +27,7 @@ CONFIGS = {"sudoku": sudoku_config, "maze": maze_config}
 
 
 def measure(config, steps: int) -> dict:
-    task = data.DATASETS[config.data.name].task_spec
+    task = data.DATASETS[config.data.name].task
     cfg = train.model_config(config, task)
     graphdef, params = train.init_model(cfg, 0)
     tx = train.make_optimizer(config)

@@ -177,7 +177,7 @@ def load_model(workdir: str | pathlib.Path, use_ema: bool = True):
     ckpt = open_run(workdir)
     try:
         config = ml_collections.ConfigDict(ckpt.config())
-        graphdef, abstract = abstract_params(config, data.DATASETS[config.data.name].task_spec)
+        graphdef, abstract = abstract_params(config, data.DATASETS[config.data.name].task)
         params = ckpt.restore_params(abstract, "ema" if use_ema else "params")
     finally:
         ckpt.close()

@@ -151,7 +151,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(0 <= config.diffusion.t_min < 1, f"config.diffusion.t_min must be in [0, 1), not {config.diffusion.t_min}")
     need(config.model.positions in ("learned", "rotary", "structured"),
          f"config.model.positions must be learned, rotary or structured, not {config.model.positions!r}")
-    task = data.DATASETS[config.data.name].task_spec
+    task = data.DATASETS[config.data.name].task
     if config.model.positions == "structured" or config.model.peer_heads:
         need(bool(task.position_groups()),
              f"the {task.name} task has no position structure, so config.model.positions=structured "

@@ -26,35 +26,8 @@ CHUNK = 500  # examples per generation job (the Sudoku solver is vectorised acro
 SPLIT_IDS = {"train": 0, "test": 1}
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """A registered data set: which task, which generator settings, how many examples."""
-    task: str
-    train_size: int
-    test_size: int
-    clues: int = 30
-    minimal: bool = False
-    maze_n: int = 10
-    seed: int = 0
-
-    @property
-    def meta_fields(self) -> tuple[str, ...]:
-        return ("clues", "singles_depth") if self.task == "sudoku" else ("path_len",)
-
-    @property
-    def task_spec(self) -> tasks.Task:
-        return tasks.get_task(self.task, self.maze_n)
-
-    def sizes(self) -> dict[str, int]:
-        return {s: n for s, n in (("train", self.train_size), ("test", self.test_size)) if n}
-
-
-DATASETS = {
-    "sudoku": DatasetSpec("sudoku", 48_000, 2_000),
-    "sudoku_minimal": DatasetSpec("sudoku", 0, 2_000, minimal=True, seed=1),
-    "maze10": DatasetSpec("maze", 48_000, 2_000, maze_n=10),
-    "maze5": DatasetSpec("maze", 48_000, 2_000, maze_n=5),
-}
+DATASETS = tasks.DATASETS  # name -> DatasetSpec (task, generator settings, sizes, seed)
+DatasetSpec = tasks.DatasetSpec
 
 
 def resolve(name: str, train_size: int | None = None, test_size: int | None = None
@@ -75,8 +48,7 @@ def resolve(name: str, train_size: int | None = None, test_size: int | None = No
 
 def _run_chunk(job: tuple) -> dict[str, np.ndarray]:
     spec, split_id, index = job
-    return tasks.generate_chunk(spec.task, CHUNK, (spec.seed, split_id, index), clues=spec.clues,
-                                minimal=spec.minimal, maze_n=spec.maze_n)
+    return spec.generate_chunk(CHUNK, (spec.seed, split_id, index))
 
 
 def generate_splits(spec: DatasetSpec, workers: int | None = None, progress: bool = True
@@ -144,10 +116,10 @@ def _builder_class():
             super().__init__(config=config, **kwargs)
 
         def _info(self):
-            length = self.spec.task_spec.length
+            length = self.spec.task.length
             features = {"tokens": tfds.features.Tensor(shape=(length,), dtype=np.int32),
                         "answer_mask": tfds.features.Tensor(shape=(length,), dtype=np.bool_)}
-            features.update({f: tfds.features.Scalar(dtype=np.int32) for f in self.spec.meta_fields})
+            features.update({f: tfds.features.Scalar(dtype=np.int32) for f in self.spec.task.meta_fields})
             return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
                                          description=f"mdm {self.spec}")
 
@@ -156,7 +128,7 @@ def _builder_class():
             return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
 
         def _generate_examples(self, arrays):
-            fields = ("tokens", "answer_mask") + self.spec.meta_fields
+            fields = ("tokens", "answer_mask") + self.spec.task.meta_fields
             for i in range(len(arrays["tokens"])):
                 yield i, {f: arrays[f][i] for f in fields}
 
@@ -196,9 +168,9 @@ def load(name: str, split: str, data_dir: str | None = None, train_size: int | N
     source = b.as_data_source(split=split)
     records = source.__getitems__(list(range(len(source))))
     fields = {k: np.stack([r[k] for r in records]) for k in records[0]}
-    meta = {f: fields[f].astype(np.int32) for f in b.spec.meta_fields}
+    meta = {f: fields[f].astype(np.int32) for f in b.spec.task.meta_fields}
     return Split(fields["tokens"].astype(np.int32), fields["answer_mask"].astype(bool), meta,
-                 b.spec.task_spec)
+                 b.spec.task)
 
 
 def load_for(config, split: str) -> Split:

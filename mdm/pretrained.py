@@ -105,7 +105,7 @@ def load(folder: str | pathlib.Path):
     if _sha256(params_path) != expected:
         raise PretrainedError(f"{params_path} does not match its manifest (sha256 differs): "
                               f"the file was changed or damaged; restore it from git")
-    task = data.DATASETS[config.data.name].task_spec
+    task = data.DATASETS[config.data.name].task
     graphdef, abstract = model.abstract_params(config, task)
     try:
         raw = serialization.msgpack_restore(params_path.read_bytes())

@@ -85,17 +85,60 @@ def write_rows(rows: list[dict], workdir: str | pathlib.Path, name: str) -> tupl
     return csv_path, json_path
 
 
-def solve_sudoku(model_fn, puzzle_81: np.ndarray, cfg: SamplerConfig, seed: int = 0) -> dict:
-    """One typed-in puzzle: the answer grid, the step each cell was filled, NFE, validity."""
-    from mdm.tasks import sudoku
+# ----------------------------------------------------------------------------- what sample.py asks for
 
-    tokens = np.where(puzzle_81 > 0, puzzle_81 - 1, 0).astype(np.int32)[None]
-    answer_mask = (puzzle_81 == 0)[None]
-    apply_fn, params = model_fn
-    out = sampling.generate(apply_fn, params, tokens, answer_mask, cfg, seed)
-    grid = sudoku.decode(np.asarray(out["tokens"][0]))
-    return {"grid": grid, "fill_step": np.asarray(out["fill_step"][0]), "nfe": int(out["nfe"][0]),
-            "valid": bool(sudoku.is_valid_solution(puzzle_81, grid)[0])}
+def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **common) -> list[SamplerConfig]:
+    """One SamplerConfig per value of the rule's parameter and per proxy; `values` maps
+    gamma/k/tau/steps to lists (only the rule's own is used); `common`: other SamplerConfig fields."""
+    field = {"eb": "gamma", "topk": "k", "threshold": "tau", "random": "steps", "ancestral": "steps"}.get(rule)
+    if field is None:
+        raise ValueError(f"unknown sampler rule {rule!r}; expected one of {', '.join(sampling.RULES)}")
+    if not values.get(field):
+        raise ValueError(f"--{field} needs at least one value")
+    proxies = ["confidence"] if rule in ("random", "ancestral") else proxies
+    return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values[field]]
+
+
+def examples_for(config, dataset: str = "", puzzle_file: str = ""):
+    """(name, split, note) to evaluate a checkpoint on: a file of the task's puzzles, another
+    registered data set of the same task, or the checkpoint's own test split."""
+    from mdm import data
+
+    task = data.DATASETS[config.data.name].task
+    if puzzle_file:
+        tokens, answer_mask, summary = task.read_file(puzzle_file)
+        return puzzle_file, data.Split(tokens, answer_mask, {}, task), f"{puzzle_file}: {summary}"
+    if dataset:
+        if dataset not in data.DATASETS or data.DATASETS[dataset].task != task:
+            raise ValueError(f"--dataset {dataset!r} is not a data set of this checkpoint's task "
+                             f"({config.data.name}); known: {', '.join(data.DATASETS)}")
+        return dataset, data.load(dataset, "test", config.data.data_dir or None), ""
+    return config.data.name, data.load_for(config, "test"), ""
+
+
+def show(split, out: dict, cfg: SamplerConfig, count: int) -> str:
+    """The first `count` examples as sampled (out: sampling.evaluate's), drawn by their task."""
+    parts = []
+    for i in range(min(count, len(split))):
+        solved = "solved" if out["solved"][i] else "NOT solved"
+        parts.append(f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}\n"
+                     + split.task.render(out["tokens"][i], split.answer_mask[i], out["fill_step"][i]))
+    return "\n".join(parts)
+
+
+def solve_one(model_fn, task, text: str, cfg: SamplerConfig, seed: int = 0) -> tuple[str, bool]:
+    """One puzzle a user typed (task.parse): (the answer drawn with the call that filled each
+    position, whether it is a solution)."""
+    from mdm import data
+
+    tokens, answer_mask = task.parse(text)
+    split = data.Split(tokens[None], answer_mask[None], {}, task)
+    out = sampling.evaluate(model_fn, split, cfg, batch_size=1)
+    solved = bool(out["solved"][0])
+    header = (f"{cfg.describe()}: {int(out['nfe'][0])} model calls, "
+              f"{'a valid solution' if solved else 'NOT a valid solution'}; "
+              f"(n) = the call that filled the cell, clues have none")
+    return header + "\n" + task.render(out["tokens"][0], answer_mask, out["fill_step"][0]), solved
 
 
 # ============================================================================= the study
@@ -262,12 +305,13 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
     return summary
 
 
-def run_study(model_fn, split, study, workdir, mask_id: int, vocab: int, writers=None,
-              progress: bool = True, schedule: str = "linear") -> dict:
+def run_study(model_fn, split, study, workdir, writers=None, progress: bool = True,
+              schedule: str = "linear") -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
     bound_steps.csv, tightness.png, tightness.csv, limit.png and report.md."""
     import matplotlib
 
+    mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     workdir = pathlib.Path(workdir)

@@ -147,8 +147,8 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
     saved_model = {**_MODEL_DEFAULTS, **saved["model"]}
     differences = [f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
                    if saved_model.get(k) != config.model[k]]
-    saved_task = data.DATASETS[saved["data"]["name"]].task_spec
-    task = data.DATASETS[config.data.name].task_spec
+    saved_task = data.DATASETS[saved["data"]["name"]].task
+    task = data.DATASETS[config.data.name].task
     if (saved_task.name, saved_task.length) != (task.name, task.length):
         differences.append(f"data.name {saved['data']['name']!r} vs {config.data.name!r}")
     if differences:

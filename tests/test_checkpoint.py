@@ -150,7 +150,7 @@ def test_loading_for_sampling_reads_only_the_parameters(data_dir, tmp_path, monk
     workdir = tmp_path / "run"
     config = tiny()
     train.train(config, str(workdir), progress=False)
-    task = data.DATASETS[config.data.name].task_spec
+    task = data.DATASETS[config.data.name].task
     _, abstract = train._abstract_state(config, task)
     full = checkpoint.Checkpointer(workdir, read_only=True).restore(abstract)
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mdm import data
+from mdm.tasks import MazeTask, SudokuTask
 
 
 def test_tfds_build_and_read_back(data_dir):
@@ -25,7 +26,7 @@ def test_maze_dataset(data_dir):
 
 
 def test_no_puzzle_in_two_splits():
-    spec = data.DatasetSpec("maze", 1000, 500, maze_n=3)  # 3x3 mazes: duplicates are common
+    spec = data.DatasetSpec(MazeTask(3), 1000, 500)  # 3x3 mazes: duplicates are common
     splits = data.generate_splits(spec, workers=1, progress=False)
     train_keys, test_keys = list(splits["train"]["key"]), list(splits["test"]["key"])
     assert len(set(train_keys)) == len(train_keys) == 1000
@@ -34,13 +35,13 @@ def test_no_puzzle_in_two_splits():
 
 
 def test_too_few_distinct_examples_is_an_error():
-    spec = data.DatasetSpec("maze", 1000, 500, maze_n=2)  # only 48 distinct 2x2 examples exist
+    spec = data.DatasetSpec(MazeTask(2), 1000, 500)  # only 48 distinct 2x2 examples exist
     with pytest.raises(ValueError, match="ran out of distinct examples"):
         data.generate_splits(spec, workers=1, progress=False)
 
 
 def test_generation_is_deterministic_and_independent_of_workers():
-    spec = data.DatasetSpec("sudoku", 1000, 500)
+    spec = data.DatasetSpec(SudokuTask(), 1000, 500)
     one = data.generate_splits(spec, workers=1, progress=False)
     two = data.generate_splits(spec, workers=2, progress=False)
     for split in ("train", "test"):
@@ -76,11 +77,11 @@ def test_unknown_dataset_and_split():
 
 
 def test_augmented_batches_are_pure_and_split_over_processes():
-    from mdm.tasks import get_task, sudoku
+    from mdm.tasks import sudoku
 
     puzzles, solutions = sudoku.generate(40, np.random.default_rng(0))
     tokens, answer_mask = sudoku.encode(puzzles, solutions)
-    split = data.Split(tokens, answer_mask, {}, get_task("sudoku"))
+    split = data.Split(tokens, answer_mask, {}, sudoku.SudokuTask())
     plain = data.get_batch(split, 0, 3, 8)
     a = data.get_batch(split, 0, 3, 8, augment=True)
     b = data.get_batch(split, 0, 3, 8, augment=True)

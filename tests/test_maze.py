@@ -34,7 +34,9 @@ def test_generated_examples_pass_the_checker(seed, n):
     assert out["tokens"].max() < layout.vocab_size
     assert maze.is_valid_path(out["tokens"], n).all()
     assert (out["answer_mask"].sum(1) == layout.answer_len).all()
-    assert maze.infer_n(layout.length) == n
+    task = maze.MazeTask(n)
+    assert (task.vocab_size, task.length) == (layout.vocab_size, layout.length)
+    assert task.check(out["tokens"], out["tokens"], out["answer_mask"])["solved"].all()
 
 
 def _example(n=5, seed=0):
@@ -81,12 +83,16 @@ def test_checker_rejects_each_corruption():
     assert not maze.is_valid_path(masked, n)[0], "special token inside the path"
 
 
-def test_exact_match():
-    out = maze.generate(2, np.random.default_rng(1), 4)
-    assert maze.exact_match(out["tokens"], out["tokens"], out["answer_mask"]).all()
-    other = out["tokens"].copy()
-    other[:, -1] = maze.FIRST_CELL
-    assert not maze.exact_match(other, out["tokens"], out["answer_mask"]).any()
+def test_maze_task_takes_no_typed_puzzle_and_draws_examples():
+    from mdm.tasks import PuzzleError
+
+    task = maze.MazeTask(4)
+    with pytest.raises(PuzzleError, match="the maze task takes no typed-in puzzle"):
+        task.parse("anything")
+    with pytest.raises(PuzzleError, match="reads no puzzle files"):
+        task.read_file("x.txt")
+    out = maze.generate(1, np.random.default_rng(1), 4)
+    assert task.render(out["tokens"][0], out["answer_mask"][0], np.zeros(task.length, int)).startswith("+---+")
 
 
 def test_same_seed_same_mazes():
@@ -98,11 +104,6 @@ def test_same_seed_same_mazes():
 def test_draw_marks_the_path():
     picture = maze.draw(_example(4, 2), 4)
     assert "o" in picture and "x" in picture and picture.count("\n") == 2 * 4
-
-
-def test_infer_n_rejects_odd_lengths():
-    with pytest.raises(ValueError):
-        maze.infer_n(maze.Layout(5).length + 1)
 
 
 def test_lattice_symmetries_are_the_eight_of_the_square():

@@ -99,6 +99,6 @@ def test_shipped_checkpoints_load_and_predict(name):
     apply_fn, _ = sampling.model_fn_from(graphdef, params)
     from mdm import data
 
-    task = data.DATASETS[config.data.name].task_spec
+    task = data.DATASETS[config.data.name].task
     logits = apply_fn(params, jnp.full((1, task.length), task.vocab_size))
     assert logits.shape == (1, task.length, task.vocab_size) and bool(jnp.isfinite(logits).all())

@@ -68,8 +68,7 @@ def test_study_writes_every_file(data_dir, tmp_path):
     graphdef, params = train.init_model(cfg, 0)
     model_fn = sampling.model_fn_from(graphdef, params)
     grids = study_config.get_config("tiny")
-    result = study.run_study(model_fn, split, grids, tmp_path,
-                             cfg.mask_id, cfg.vocab_size, progress=False)
+    result = study.run_study(model_fn, split, grids, tmp_path, progress=False)
     for name in ("results.csv", "frontier.png", "bound.png", "bound_steps.csv", "tightness.csv",
                  "tightness.png", "limit.png", "report.md"):
         assert (tmp_path / name).exists(), name
@@ -107,8 +106,7 @@ def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
     graphdef, params = train.init_model(cfg, 0)
     grids = study_config.get_config("tiny")
     grids.update(examples=3, tightness_examples=1, **overrides)
-    result = study.run_study(sampling.model_fn_from(graphdef, params), split, grids, tmp_path,
-                             cfg.mask_id, cfg.vocab_size, progress=False)
+    result = study.run_study(sampling.model_fn_from(graphdef, params), split, grids, tmp_path, progress=False)
     assert (tmp_path / "report.md").exists() and result["summary"]
 
 
@@ -131,5 +129,5 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     grids = study_config.get_config("tiny")
     grids.update(examples=3, tightness_examples=2, gammas=(4.0,), ks=(), taus=(), steps=(2,))
     result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
-                             cfg.mask_id, cfg.vocab_size, progress=False, schedule="cosine")
+                             progress=False, schedule="cosine")
     assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"

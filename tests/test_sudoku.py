@@ -90,12 +90,27 @@ def test_checker_rejects_corrupted_answers(corrupt):
     assert not sudoku.is_valid_solution(puzzle, answer)[0]
 
 
-def test_cell_accuracy_counts_blanks_only():
+def test_task_check_token_accuracy_counts_blanks_only():
     puzzle = SOLVED.copy()
     puzzle[:10] = 0
     answer = SOLVED.copy()
     answer[:5] = answer[:5] % 9 + 1
-    assert sudoku.cell_accuracy(puzzle, answer, SOLVED)[0] == pytest.approx(0.5)
+    tokens, answer_mask = sudoku.encode(puzzle[None], SOLVED[None])
+    checked = sudoku.SudokuTask().check(answer[None] - 1, tokens, answer_mask)
+    assert checked["token_accuracy"][0] == pytest.approx(0.5) and not checked["solved"][0]
+
+
+def test_typed_puzzle_and_file_rows_share_one_parser(tmp_path):
+    """parse (typed) and read_file (files) both go through parse_grid: the same text gives the
+    same grid, and a malformed row is what parse_grid refuses."""
+    puzzles, solutions = sudoku.generate(1, np.random.default_rng(3))
+    text = sudoku.to_string(puzzles[0])
+    tokens, answer_mask = sudoku.SudokuTask().parse(text)
+    path = tmp_path / "p.txt"
+    path.write_text(text + "\n" + text[:-1] + "\n")
+    file_tokens, file_mask, summary = sudoku.SudokuTask().read_file(path)
+    assert (file_mask[0] == answer_mask).all() and (file_tokens[0][~answer_mask] == tokens[~answer_mask]).all()
+    assert "malformed: 1 (first at line 2)" in summary
 
 
 def test_encode_decode_round_trip():

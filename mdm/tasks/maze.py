@@ -6,12 +6,14 @@ by randomised depth-first search; the path between two cells of a tree is unique
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
+from mdm.tasks.base import Task
+
 PAD, SEP, QUERY, END = 0, 1, 2, 3  # special tokens; cell c is token FIRST_CELL + c
 FIRST_CELL = 4
-SPECIAL_NAMES = {PAD: "_", SEP: ";", QUERY: "?", END: "$"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,16 +135,6 @@ def generate(count: int, rng: np.random.Generator, n: int = 10) -> dict[str, np.
 
 # ----------------------------------------------------------------------------- decoding
 
-def infer_n(length: int) -> int:
-    """The maze side n for a sequence length (inverse of Layout(n).length)."""
-    n = 1
-    while Layout(n).length < length:
-        n += 1
-    if Layout(n).length != length:
-        raise ValueError(f"no maze layout has sequence length {length}")
-    return n
-
-
 def parse(tokens: np.ndarray, n: int) -> tuple[set, int, int, list[int] | None]:
     """One sequence -> (edge set, origin, target, path cells or None if malformed).
 
@@ -175,11 +167,6 @@ def is_valid_path(tokens: np.ndarray, n: int) -> np.ndarray:
                   and path[-1] == target and len(set(path)) == len(path)
                   and all(frozenset(step) in edges for step in zip(path[:-1], path[1:])))
     return out
-
-
-def exact_match(tokens: np.ndarray, reference: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
-    """[N] bool: every answer token equals the reference."""
-    return ((np.atleast_2d(tokens) == np.atleast_2d(reference)) | ~np.atleast_2d(answer_mask)).all(1)
 
 
 def draw(tokens: np.ndarray, n: int) -> str:
@@ -234,3 +221,33 @@ def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generato
     triples_NxEx3[:, :, 1] = np.where(swap_NxE, u, v)
     out[:, :3 * edges] = triples_NxEx3.reshape(count, -1)
     return out.astype(tokens.dtype), answer_mask.copy()
+
+
+# ----------------------------------------------------------------------------- the task
+
+@dataclasses.dataclass(frozen=True)
+class MazeTask(Task):
+    """Shortest (= unique) path in an n x n DFS maze: the prompt lists the edges and the query."""
+    n: int = 10
+    name: ClassVar[str] = "maze"
+    meta_fields: ClassVar[tuple[str, ...]] = ("path_len",)
+
+    @property
+    def vocab_size(self) -> int:
+        return Layout(self.n).vocab_size
+
+    @property
+    def length(self) -> int:
+        return Layout(self.n).length
+
+    def generate(self, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return generate(size, rng, n=self.n)
+
+    def solved(self, tokens, reference, answer_mask) -> np.ndarray:
+        return is_valid_path(tokens, self.n)
+
+    def augment(self, tokens, answer_mask, rng):
+        return augment(tokens, answer_mask, rng, self.n)
+
+    def render(self, tokens, answer_mask, fill_step) -> str:
+        return draw(tokens, self.n)

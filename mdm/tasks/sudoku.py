@@ -6,9 +6,12 @@ Nothing else in mdm knows the rules of Sudoku. Grids are [N, 81] int arrays of d
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import pathlib
 
 import numpy as np
+
+from mdm.tasks.base import PuzzleError, Task
 
 CELLS = 81
 VOCAB_SIZE = 9  # token = digit - 1
@@ -241,13 +244,6 @@ def is_valid_solution(puzzles: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return in_range & units_full & clues_kept
 
 
-def cell_accuracy(puzzles: np.ndarray, answers: np.ndarray, solutions: np.ndarray) -> np.ndarray:
-    """[N] fraction of blank cells whose answer equals the stored solution."""
-    blank = np.atleast_2d(puzzles) == 0
-    right = (np.atleast_2d(answers) == np.atleast_2d(solutions)) & blank
-    return right.sum(1) / np.maximum(blank.sum(1), 1)
-
-
 # ----------------------------------------------------------------------------- token format
 
 def encode(puzzles: np.ndarray, solutions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -280,19 +276,21 @@ def pretty(grid: np.ndarray, annotations: np.ndarray | None = None) -> str:
     return "\n".join(lines)
 
 
-class PuzzleError(ValueError):
-    """A puzzle string a user typed cannot be used."""
-
-
-def parse_puzzle(text: str) -> np.ndarray:
-    """An 81-character puzzle ('0' or '.' for blank) -> [81] digits, or PuzzleError."""
+def parse_grid(text: str) -> np.ndarray:
+    """81 characters ('0' or '.' for blank) -> [81] digits, or PuzzleError naming the problem.
+    The one parser of typed-in puzzles and puzzle files."""
     text = text.strip()
     if len(text) != CELLS:
         raise PuzzleError(f"a Sudoku puzzle has 81 cells, this one has {len(text)} characters")
     bad = sorted({ch for ch in text if ch not in "0123456789."})
     if bad:
         raise PuzzleError(f"a Sudoku puzzle uses digits 1-9 and '0' or '.' for blanks, not {''.join(bad)!r}")
-    grid = np.array([0 if ch == "." else int(ch) for ch in text], np.int8)
+    return np.array([0 if ch == "." else int(ch) for ch in text], np.int8)
+
+
+def parse_puzzle(text: str) -> np.ndarray:
+    """A typed-in puzzle -> [81] digits; PuzzleError if malformed or its clues clash."""
+    grid = parse_grid(text)
     clash = _clashes(grid[None])[0]
     if clash:
         raise PuzzleError(f"the clues clash: {clash}")
@@ -340,10 +338,10 @@ class LoadReport:
 
 
 def _parse_row(text: str) -> np.ndarray | None:
-    text = text.strip()
-    if len(text) != CELLS or any(ch not in "0123456789." for ch in text):
+    try:
+        return parse_grid(text)
+    except PuzzleError:
         return None
-    return np.array([0 if ch == "." else int(ch) for ch in text], np.int8)
 
 
 def load_puzzles(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, LoadReport]:
@@ -429,3 +427,53 @@ def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generato
     moved = np.take_along_axis(tokens, source_NxC, 1)
     return (np.take_along_axis(digits_Nx9, moved, 1).astype(tokens.dtype),
             np.take_along_axis(answer_mask, source_NxC, 1))
+
+
+# ----------------------------------------------------------------------------- the task
+
+@dataclasses.dataclass(frozen=True)
+class SudokuTask(Task):
+    """9x9 Sudoku: tokens are the solution's digits - 1, answer positions are the blank cells."""
+    name: ClassVar[str] = "sudoku"
+    meta_fields: ClassVar[tuple[str, ...]] = ("clues", "singles_depth")
+
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    @property
+    def length(self) -> int:
+        return CELLS
+
+    def generate(self, size: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False
+                 ) -> dict[str, np.ndarray]:
+        puzzles, solutions = generate(size, rng, clues=clues, minimal=minimal)
+        tokens, answer_mask = encode(puzzles, solutions)
+        return {"tokens": tokens, "answer_mask": answer_mask, "clues": (puzzles > 0).sum(1).astype(np.int32),
+                "singles_depth": singles_depth(puzzles), "key": np.array([to_string(p) for p in puzzles])}
+
+    def solved(self, tokens, reference, answer_mask) -> np.ndarray:
+        puzzles = np.where(answer_mask, 0, decode(reference))
+        return is_valid_solution(puzzles, decode(tokens))
+
+    def position_groups(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(i) for i in g) for g in position_groups())
+
+    def augment(self, tokens, answer_mask, rng):
+        return augment(tokens, answer_mask, rng)
+
+    def parse(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The clues as tokens (blanks hold 0 until sampled); the check needs no stored answer."""
+        puzzle = parse_puzzle(text)
+        return np.where(puzzle > 0, puzzle - 1, 0).astype(np.int32), puzzle == 0
+
+    def read_file(self, path):
+        puzzles, solutions, report = load_puzzles(path)
+        if not len(puzzles):
+            raise PuzzleError(f"{path} holds no usable puzzle ({report.summary()})")
+        tokens, answer_mask = encode(puzzles, solutions)
+        return tokens, answer_mask, report.summary()
+
+    def render(self, tokens, answer_mask, fill_step) -> str:
+        steps = np.where(answer_mask, np.asarray(fill_step).astype(str), "")
+        return pretty(decode(tokens), steps)
