@@ -109,10 +109,6 @@ class Checkpointer:
                     self.log(f"warning: moved it to {target}")
         raise CheckpointError(f"no checkpoint in {self.directory} can be restored")
 
-    def _reload(self) -> None:
-        """orbax caches the step list; after moving damaged steps aside it must read it again."""
-        self.manager.reload()
-
     def restore_params(self, abstract_params: Any, which: str = "ema", step: int | None = None) -> Any:
         """Only one parameter tree of the train state (`ema` or `params`): nothing of the
         optimizer is read or needed."""
@@ -132,13 +128,9 @@ class Checkpointer:
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         restored = self._newest_restorable(lambda s: self.manager.restore(s, args=args).state, step)[1]
-        if not self.read_only:
-            self._reload()
+        if not self.read_only:  # orbax caches the step list; damaged steps may have moved aside
+            self.manager.reload()
         return restored
-
-    def wait(self) -> None:
-        with self._writing():
-            self.manager.wait_until_finished()
 
     def close(self) -> None:
         if self.failed:  # the error was reported; do not raise it again while unwinding

@@ -15,10 +15,6 @@ import numpy as np
 from mdm import sampling
 from mdm.sampling import SamplerConfig
 
-COLUMNS = ("setting", "rule", "proxy", "param", "solve_rate", "token_accuracy", "mean_nfe",
-           "median_nfe", "p95_nfe", "nfe_speedup", "wall_speedup", "examples_per_s", "wall_s")
-
-
 def param_of(cfg: SamplerConfig) -> float:
     return {"eb": cfg.gamma, "topk": cfg.k, "threshold": cfg.tau, "random": cfg.steps,
             "ancestral": cfg.steps}[cfg.rule]

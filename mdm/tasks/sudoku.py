@@ -317,9 +317,6 @@ def _clashes(grids: np.ndarray) -> list[str]:
 
 # ----------------------------------------------------------------------------- external sets
 
-REJECT_REASONS = ("malformed", "contradictory", "unsolvable", "not_unique", "wrong_solution")
-
-
 @dataclasses.dataclass
 class LoadReport:
     """What an external file held: rows kept and, per reject reason, a count and first line."""
