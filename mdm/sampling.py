@@ -88,6 +88,8 @@ class SamplerState:
     out_tokens_NxL: jax.Array
     out_nfe_N: jax.Array
     out_fill_step_NxL: jax.Array
+    confidence_BxL: jax.Array  # with_trace: the top probability of each position when it was unmasked
+    out_confidence_NxL: jax.Array
     trace: dict  # per example and NFE: [S, N] arrays
 
 
@@ -215,9 +217,11 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
     Example i draws its random numbers from (seed, first_example + i, step): a caller that
     splits a data set into batches passes each batch's offset, so every example gets the same
     stream whatever the batching. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
-    call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`, per
-    example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set) and
-    mean_entropy; entries past an example's NFE are 0.
+    call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`,
+    confidence [N, L] (each position's top probability when it was unmasked) and per example
+    and NFE [S, N]: unmasked (count), bound (sum H - max H of the set), mean_entropy and
+    model_error (sum over the set of -log q(reference token), the reference being the input's
+    token at the position; entries past an example's NFE are 0).
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
@@ -228,7 +232,8 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
     steps = length  # every model call unmasks at least one answer position
     trace = {name: jnp.zeros((steps if with_trace else 1, n), dtype)
              for name, dtype in (("unmasked", jnp.int32), ("bound", jnp.float32),
-                                 ("mean_entropy", jnp.float32))}
+                                 ("mean_entropy", jnp.float32), ("model_error", jnp.float32))}
+    conf_shape = (slots, length) if with_trace else (1, 1)
 
     def refill(s: SamplerState) -> SamplerState:
         """Write out finished examples; give their slots the next ones."""
@@ -238,6 +243,8 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         out_tokens = s.out_tokens_NxL.at[target].set(s.tokens_BxL, mode="drop")
         out_nfe = s.out_nfe_N.at[target].set(s.nfe_B, mode="drop")
         out_fill = s.out_fill_step_NxL.at[target].set(s.fill_step_BxL, mode="drop")
+        out_conf = s.out_confidence_NxL.at[target].set(s.confidence_BxL, mode="drop") if with_trace \
+            else s.out_confidence_NxL
         free = finished | ~holds
         new_example = s.next_example + jnp.cumsum(free) - 1
         gets = free & (new_example < n)
@@ -252,8 +259,10 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             nfe_B=jnp.where(gets, 0, s.nfe_B), row_step_B=jnp.where(gets, 0, s.row_step_B),
             block_step_B=jnp.where(free, 0, s.block_step_B), block_size_B=jnp.where(free, 0, s.block_size_B),
             fill_step_BxL=jnp.where(gets[:, None], 0, s.fill_step_BxL),
+            confidence_BxL=jnp.where(gets[:, None], 0.0, s.confidence_BxL) if with_trace else s.confidence_BxL,
             next_example=jnp.minimum(s.next_example + free.sum(), n),
-            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill)
+            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill,
+            out_confidence_NxL=out_conf)
 
     def step(s: SamplerState) -> SamplerState:
         answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
@@ -271,21 +280,29 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         block_done_B = ~(eligible & ~chosen).any(-1)
         new_tokens = draw_tokens(cfg, logits_BxLxV, token_keys)
         called = chosen.any(-1)  # a step that unmasks nothing needs no model call
-        s_trace = s.trace
+        s_trace, confidence = s.trace, s.confidence_BxL
         if with_trace:
             h = jnp.where(chosen, stats["entropy"], 0.0)
             count = chosen.sum(-1)
+            # The answers hold a unique solution: the true conditional is a point mass on the
+            # reference token, and the paper's model-error term is -log q(reference).
+            reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
+            logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), -1)
+            nll_BxL = -jnp.take_along_axis(logp_BxLxV, jnp.clip(reference_BxL, 0, vocab - 1)[..., None], -1)[..., 0]
             record = {"unmasked": count, "bound": h.sum(-1) - h.max(-1),
-                      "mean_entropy": h.sum(-1) / jnp.maximum(count, 1)}
+                      "mean_entropy": h.sum(-1) / jnp.maximum(count, 1),
+                      "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1)}
             row = jnp.where(called, s.nfe_B, steps)  # steps: dropped write
             col = jnp.minimum(s.slot_example_B, n - 1)
             s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}
+            confidence = jnp.where(chosen, stats["confidence"], s.confidence_BxL)
         s = s.replace(tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
                       masked_BxL=s.masked_BxL & ~chosen,
                       nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace,
                       block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
                       block_size_B=block_size_B,
-                      fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL))
+                      fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL),
+                      confidence_BxL=confidence)
         return refill(s)
 
     init = SamplerState(
@@ -295,11 +312,13 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         block_size_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
         fill_step_BxL=jnp.zeros((slots, length), jnp.int32),
         out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
-        out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), trace=trace)
+        out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), confidence_BxL=jnp.zeros(conf_shape, jnp.float32),
+        out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32), trace=trace)
     final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
     out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N, "fill_step": final.out_fill_step_NxL}
     if with_trace:
         out["trace"] = final.trace
+        out["confidence"] = final.out_confidence_NxL
     return out
 
 
@@ -364,4 +383,5 @@ def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_si
               **out, "solved": checked["solved"]}
     if with_trace:
         result["trace"] = {k: np.concatenate([p["trace"][k] for p in parts], 1)[:, :n] for k in parts[0]["trace"]}
+        result["confidence"] = take("confidence")
     return result

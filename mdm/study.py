@@ -228,20 +228,78 @@ def joint_marginals(joint: np.ndarray) -> np.ndarray:
 
 
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
-    """Per (example, step): the bound value of the chosen set, its size, and how many of its
-    tokens are wrong against the stored answer."""
+    """Per (example, step): the bound value of the chosen set, its model-error term (sum of
+    -log q(reference token) over the set), its size, and how many of its tokens are wrong
+    against the stored answer."""
     trace, fill = out["trace"], out["fill_step"]
     wrong = (out["tokens"] != split.tokens) & split.answer_mask
-    rows = {"example": [], "step": [], "bound": [], "chosen": [], "wrong": []}
+    rows = {"example": [], "step": [], "bound": [], "model_error": [], "chosen": [], "wrong": []}
     for ex in range(len(split)):
         nfe = int(out["nfe"][ex])
         wrong_per_step = np.bincount(fill[ex][wrong[ex]], minlength=nfe + 1)[1:nfe + 1]
         rows["example"].append(np.full(nfe, ex))
         rows["step"].append(np.arange(1, nfe + 1))
         rows["bound"].append(trace["bound"][:nfe, ex])
+        rows["model_error"].append(trace["model_error"][:nfe, ex])
         rows["chosen"].append(trace["unmasked"][:nfe, ex])
         rows["wrong"].append(wrong_per_step)
     return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def error_decomposition(steps: dict[str, np.ndarray], settings: list[str]) -> list[dict]:
+    """Which term of the paper's per-step error bound is behind each failure.
+
+    The answers are unique, so while every token placed so far is right the true conditional
+    of each masked position is a point mass on the reference token, and the bound on a step's
+    error splits exactly into a model-error term, sum over the set of -log q(reference), and
+    the dependence term sum(H) - max(H) that EB caps at gamma. At an example's first step that
+    places a wrong token (its context still right), compare the two terms: `model_dominates`
+    is the share of failing examples whose model-error term is the larger. Also the mean of
+    both terms over all steps taken in a right context (failing step included)."""
+    out = []
+    for setting in settings:
+        sel = steps["setting"] == setting
+        example, wrong = steps["example"][sel], steps["wrong"][sel]
+        model_error, bound = steps["model_error"][sel], steps["bound"][sel]
+        # Steps before and at the first wrong one (steps are in order within an example).
+        wrong_so_far = np.zeros(len(example), int)
+        first_wrong = np.zeros(len(example), bool)
+        for ex in np.unique(example):
+            rows = np.flatnonzero(example == ex)
+            before = np.concatenate([[0], np.cumsum(wrong[rows])[:-1]])
+            wrong_so_far[rows] = before
+            hits = rows[(before == 0) & (wrong[rows] > 0)]
+            first_wrong[hits[:1]] = True
+        clean = wrong_so_far == 0
+        failing = int(first_wrong.sum())
+        out.append({"setting": setting, "examples_with_an_error": failing,
+                    "mean_model_error_at_failure": float(model_error[first_wrong].mean()) if failing else float("nan"),
+                    "mean_bound_at_failure": float(bound[first_wrong].mean()) if failing else float("nan"),
+                    "model_dominates": float((model_error[first_wrong] > bound[first_wrong]).mean()) if failing
+                    else float("nan"),
+                    "mean_model_error_per_step": float(model_error[clean].mean()),
+                    "mean_bound_per_step": float(bound[clean].mean())})
+    return out
+
+
+def reliability(out: dict, split, bins: int = 10) -> list[dict]:
+    """Confidence (top probability when unmasked) against accuracy of every unmasked token."""
+    answer = split.answer_mask
+    confidence = out["confidence"][answer]
+    right = (out["tokens"] == split.tokens)[answer]
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        b = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
+        if b.any():
+            rows.append({"confidence_from": float(lo), "confidence_to": float(hi), "tokens": int(b.sum()),
+                         "mean_confidence": float(confidence[b].mean()), "accuracy": float(right[b].mean())})
+    return rows
+
+
+def expected_calibration_error(rows: list[dict]) -> float:
+    total = sum(r["tokens"] for r in rows)
+    return sum(r["tokens"] / total * abs(r["accuracy"] - r["mean_confidence"]) for r in rows)
 
 
 def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
@@ -304,7 +362,8 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
 def run_study(model_fn, split, study, workdir, writers=None, progress: bool = True,
               schedule: str = "linear") -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
-    bound_steps.csv, tightness.png, tightness.csv, limit.png and report.md."""
+    bound_steps.csv, decomposition.csv, reliability.csv/png, tightness.png, tightness.csv,
+    limit.png and report.md."""
     import matplotlib
 
     mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
@@ -348,9 +407,29 @@ def run_study(model_fn, split, study, workdir, writers=None, progress: bool = Tr
     steps = {k: np.concatenate([s[k] for s in steps]) for k in steps[0]}
     with open(workdir / "bound_steps.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "rule", "example", "step", "bound", "chosen", "wrong"])
+        w.writerow(["setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong"])
         w.writerows(zip(steps["setting"], steps["rule"], steps["example"], steps["step"],
-                        np.round(steps["bound"], 6), steps["chosen"], steps["wrong"]))
+                        np.round(steps["bound"], 6), np.round(steps["model_error"], 6), steps["chosen"],
+                        steps["wrong"]))
+    # Which term is behind the failures, per EB setting (confidence first) and top-1.
+    decomposed = [c.describe() for c in outputs if c.rule == "eb" or (c.rule == "topk" and c.k == 1)]
+    decomposition = error_decomposition(steps, decomposed)
+    write_rows(decomposition, workdir, "decomposition")
+    # Reliability of top-1's unmasked tokens (the baseline every rule is compared with).
+    top1 = outputs[SamplerConfig(rule="topk", k=1, proxy=study.proxies[0])]
+    calibration = reliability(top1, split)
+    write_rows(calibration, workdir, "reliability")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k-", lw=0.8, label="calibrated")
+    ax.plot([r["mean_confidence"] for r in calibration], [r["accuracy"] for r in calibration], "-o", ms=4,
+            label=f"top-1 ({study.proxies[0]}), ECE {expected_calibration_error(calibration):.3f}")
+    ax.set_xlabel("confidence of an unmasked token")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(workdir / "reliability.png", dpi=120)
+    plt.close(fig)
     edges = np.array([0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1, 3, np.inf])
     bound_table = []
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -444,16 +523,17 @@ def run_study(model_fn, split, study, workdir, writers=None, progress: bool = Tr
     fig.savefig(workdir / "limit.png", dpi=120)
     plt.close(fig)
 
-    report = _report(rows, summary, bound_table, tight, limit, study, len(split))
+    report = _report(rows, summary, bound_table, tight, limit, study, len(split), decomposition, calibration)
     (workdir / "report.md").write_text(report)
     if writers is not None:
         writers.write_table("study/results", rows)
         writers.write_table("study/frontier", summary)
-        for name in ("frontier", "bound", "tightness", "limit"):
+        writers.write_table("study/decomposition", decomposition)
+        for name in ("frontier", "bound", "tightness", "limit", "reliability"):
             if (workdir / f"{name}.png").exists():
                 writers.write_image(f"study/{name}", str(workdir / f"{name}.png"))
     return {"rows": rows, "summary": summary, "bound": bound_table, "tightness": tight, "limit": limit,
-            "report": report}
+            "decomposition": decomposition, "reliability": calibration, "report": report}
 
 
 def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
@@ -464,7 +544,7 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
     return "\n".join(lines)
 
 
-def _report(rows, summary, bound_table, tight, limit, study, n_examples) -> str:
+def _report(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration) -> str:
     pct = "{:.1%}"
     parts = [f"# Study report\n\n{n_examples} test examples; settings from the study config "
              f"(keep fraction {study.keep_fraction:g}).\n",
@@ -483,7 +563,22 @@ def _report(rows, summary, bound_table, tight, limit, study, n_examples) -> str:
              "binned by the bound value sum(H) - max(H) of the set they unmasked:\n",
              _md_table(bound_table, ["rule", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
                        {"error_rate": "{:.2%}"}),
-             "\n![bound](bound.png)\n"]
+             "\n![bound](bound.png)\n",
+             "\n## Which term fails: model error or dependence\n\nThe answer is unique, so while the "
+             "context is right the paper's model-error term of a step is exactly sum over its set of "
+             "-log q(reference token); the dependence term is sum(H) - max(H), which EB caps at gamma. "
+             "At each failing example's first wrong step (its context still right):\n",
+             _md_table(decomposition, ["setting", "examples_with_an_error", "mean_model_error_at_failure",
+                                       "mean_bound_at_failure", "model_dominates", "mean_model_error_per_step",
+                                       "mean_bound_per_step"],
+                       {"mean_model_error_at_failure": "{:.3f}", "mean_bound_at_failure": "{:.3f}",
+                        "model_dominates": pct, "mean_model_error_per_step": "{:.4f}",
+                        "mean_bound_per_step": "{:.4f}"}),
+             f"\n## Calibration of top-1's unmasked tokens (ECE {expected_calibration_error(calibration):.4f})\n",
+             _md_table(calibration, ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
+                       {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}",
+                        "accuracy": "{:.3f}"}),
+             "\n![reliability](reliability.png)\n"]
     if tight:
         b = np.array([r["bound"] for r in tight])
         lines = [f"\n## Tightness (EB gamma={study.tightness_gamma:g}, {len(tight)} steps that unmasked 2 or 3 "

@@ -328,3 +328,21 @@ def test_time_conditioned_models_get_the_schedules_time(schedule):
     frac = jnp.array([0.0, 0.25, 0.5, 1.0])
     np.testing.assert_allclose(1 - diffusion.alpha(schedule, diffusion.time_of_masked_fraction(schedule, frac)),
                                frac, atol=1e-6)
+
+
+def test_trace_model_error_is_the_nll_of_the_reference_tokens():
+    """With a model whose distributions ignore the input, each step's model_error is the sum
+    over its set of -log q(reference token), and confidence is each position's top probability."""
+    apply, table = fixed_model(5)
+    tokens, answer = problems(n=3, seed=2)
+    out = sampling.generate(apply, table, tokens, answer, SamplerConfig(rule="eb", gamma=0.5), with_trace=True)
+    logq = np.asarray(jax.nn.log_softmax(table, -1))  # [L, V]
+    tokens, answer = np.asarray(tokens), np.asarray(answer)
+    for ex in range(3):
+        fill = np.asarray(out["fill_step"][ex])
+        for step in range(1, int(out["nfe"][ex]) + 1):
+            chosen = np.flatnonzero(fill == step)
+            expected = -logq[chosen, tokens[ex, chosen]].sum()
+            assert float(out["trace"]["model_error"][step - 1, ex]) == pytest.approx(expected, rel=1e-5)
+        top = np.exp(logq).max(-1)
+        np.testing.assert_allclose(np.asarray(out["confidence"][ex])[answer[ex]], top[answer[ex]], rtol=1e-5)

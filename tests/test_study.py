@@ -70,7 +70,8 @@ def test_study_writes_every_file(data_dir, tmp_path):
     grids = study_config.get_config("tiny")
     result = study.run_study(model_fn, split, grids, tmp_path, progress=False)
     for name in ("results.csv", "frontier.png", "bound.png", "bound_steps.csv", "tightness.csv",
-                 "tightness.png", "limit.png", "report.md"):
+                 "tightness.png", "limit.png", "report.md", "decomposition.csv", "reliability.csv",
+                 "reliability.png"):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -79,7 +80,9 @@ def test_study_writes_every_file(data_dir, tmp_path):
     assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "random", "ancestral"}
     with open(tmp_path / "bound_steps.csv") as f:
         steps = list(csv.DictReader(f))
-    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "chosen", "wrong"}
+    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong"}
+    assert "## Which term fails" in result["report"] and "## Calibration" in result["report"]
+    assert sum(r["tokens"] for r in result["reliability"]) == int(split.answer_mask[:grids.examples].sum())
     # Every answer position is counted once per setting.
     per_setting = {}
     for s in steps:
@@ -131,3 +134,29 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
                              progress=False, schedule="cosine")
     assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"
+
+
+def test_error_decomposition_looks_at_the_first_wrong_step_only():
+    """Example 0 fails at its step 2 (model error 2.0 > bound 0.5); example 1 fails at step 1
+    (bound 1.0 > model error 0.1) and later steps (wrong context) do not count; example 2 never fails."""
+    steps = {"setting": np.array(["s"] * 7), "example": np.array([0, 0, 0, 1, 1, 2, 2]),
+             "step": np.array([1, 2, 3, 1, 2, 1, 2]), "wrong": np.array([0, 1, 1, 2, 5, 0, 0]),
+             "model_error": np.array([0.01, 2.0, 9.0, 0.1, 9.0, 0.0, 0.02]),
+             "bound": np.array([0.0, 0.5, 9.0, 1.0, 9.0, 0.0, 0.0])}
+    row, = study.error_decomposition(steps, ["s"])
+    assert row["examples_with_an_error"] == 2
+    assert row["model_dominates"] == 0.5
+    assert row["mean_model_error_at_failure"] == pytest.approx((2.0 + 0.1) / 2)
+    assert row["mean_bound_at_failure"] == pytest.approx((0.5 + 1.0) / 2)
+    # Right-context steps: ex 0 steps 1-2, ex 1 step 1, ex 2 steps 1-2.
+    assert row["mean_model_error_per_step"] == pytest.approx((0.01 + 2.0 + 0.1 + 0.0 + 0.02) / 5)
+
+
+def test_reliability_bins_tokens_by_confidence():
+    class Split:
+        tokens = np.array([[1, 2, 3, 4]])
+        answer_mask = np.array([[True, True, True, False]])
+    out = {"tokens": np.array([[1, 0, 3, 9]]), "confidence": np.array([[0.95, 0.92, 0.35, 0.0]])}
+    rows = study.reliability(out, Split())
+    assert [(r["tokens"], r["accuracy"]) for r in rows] == [(1, 1.0), (2, 0.5)]
+    assert study.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))
