@@ -7,7 +7,9 @@ accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
 bound.png, tightness.png, limit.png and report.md into the workdir.
 Flags only; the work is in mdm/sampling.py and mdm/study.py.
 """
+import os
 import sys
+import tempfile
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -41,6 +43,11 @@ _STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", None, "Grids of 
                                                 "configs/study.py:quick (default: configs/study.py:full).")
 _WANDB = flags.DEFINE_enum("wandb_mode", "", ["", "disabled", "offline", "online"],
                            "Send study tables and figures to wandb (default: the checkpoint's setting).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0 "
+                                   "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
+                                   "are detected without them).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -55,9 +62,13 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
     quiet_libraries()
-    from mdm import checkpoint, metrics, sampling, study
+    from mdm import checkpoint, distributed, metrics, sampling, study
 
     try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        primary = distributed.is_primary()
+        if not primary:  # every process samples its share; process 0 reports and writes
+            sys.stdout = open(os.devnull, "w")
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
         graphdef, params, config = checkpoint.load_model(_WORKDIR.value)
@@ -82,9 +93,10 @@ def main(argv):
             if _WANDB.value:
                 config.wandb.mode = _WANDB.value
             writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
-                                           jsonl_name="study_metrics.jsonl")
+                                           jsonl_name="study_metrics.jsonl", primary=primary)
+            out_dir = _WORKDIR.value if primary else tempfile.mkdtemp()  # only process 0's files are kept
             try:
-                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, _WORKDIR.value, writers,
+                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, out_dir, writers,
                                          schedule=config.diffusion.schedule)
             finally:
                 writers.close()
@@ -97,13 +109,15 @@ def main(argv):
         rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
     except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
+    primary = distributed.is_primary()
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}")
     print(study.format_table(rows))
     if _SHOW.value:
         print(study.show(split, outputs[settings[0]], settings[0], _SHOW.value))
-    csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
-    print(f"rows written to {csv_path} and .json")
+    if primary:
+        csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
+        print(f"rows written to {csv_path} and .json")
 
 
 if __name__ == "__main__":

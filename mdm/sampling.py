@@ -348,40 +348,63 @@ def model_fn_from(graphdef, params, schedule: str = "linear") -> tuple[Callable,
     return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning, schedule), params
 
 
-def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,
-             seed: int = 0, refill: bool = True, with_trace: bool = False) -> dict:
-    """Samples every example of `split` and checks the answers with the task's checker.
-
-    The sampler is compiled ahead of time, so wall_s times sampling alone. Without `refill`,
-    plain batches of `batch_size` (the last one padded) run one after another.
-    """
+def _sample_rows(model_fn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
+                 batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int
+                 ) -> tuple[dict[str, np.ndarray], float]:
+    """Per-example outputs of `generate` for rows that are examples first_example, ... of the
+    data set (trace transposed to [N, S]), and the wall time of sampling alone."""
     apply_fn, params = model_fn
-    tokens, answer_mask = jnp.asarray(split.tokens), jnp.asarray(split.answer_mask)
-    n = len(split)
+    n = len(tokens_NxL)
+    tokens, answer_mask = jnp.asarray(tokens_NxL), jnp.asarray(answer_NxL)
     if refill:
         batches = [np.arange(n)]
         slots = batch_size
     else:  # the last batch is padded with repeats, whose results are dropped
         batches = [np.arange(start, start + batch_size) % n for start in range(0, n, batch_size)]
         slots = None
-    first = batches[0]
-    offset = lambda idx: np.int32(idx[0])  # each example keeps its own random stream
-    compiled = generate.lower(apply_fn, params, tokens[first], answer_mask[first], cfg, seed, slots,
-                              with_trace, offset(first)).compile()
+    offset = lambda idx: np.int32(first_example + idx[0])  # each example keeps its own random stream
+    compiled = generate.lower(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
+                              with_trace, offset(batches[0])).compile()
     start_time = time.perf_counter()
     parts = [compiled(params, tokens[idx], answer_mask[idx], seed, offset(idx)) for idx in batches]
     parts = jax.device_get(jax.block_until_ready(parts))
     wall = time.perf_counter() - start_time
-    take = lambda key: np.concatenate([p[key] for p in parts], 0)[:n]
-    out = {key: take(key) for key in ("tokens", "nfe", "fill_step")}
+    keys = ("tokens", "nfe", "fill_step") + (("confidence",) if with_trace else ())
+    rows = {key: np.concatenate([p[key] for p in parts], 0)[:n] for key in keys}
+    if with_trace:
+        for k in parts[0]["trace"]:
+            rows[f"trace/{k}"] = np.concatenate([p["trace"][k] for p in parts], 1)[:, :n].T
+    return rows, wall
+
+
+def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,
+             seed: int = 0, refill: bool = True, with_trace: bool = False) -> dict:
+    """Samples every example of `split` and checks the answers with the task's checker.
+
+    The sampler is compiled ahead of time, so wall_s times sampling alone. Without `refill`,
+    plain batches of `batch_size` (the last one padded) run one after another. With several
+    processes (mdm.distributed), each samples a contiguous share of the examples and the rows
+    are gathered: per-example results equal those of one process, since every example keys its
+    random numbers by its index in the split; wall_s is this process's.
+    """
+    from mdm import distributed
+
+    n = len(split)
+    start, end = distributed.shard_range(n, jax.process_index(), jax.process_count())
+    if end > start:
+        rows, wall = _sample_rows(model_fn, split.tokens[start:end], split.answer_mask[start:end], cfg,
+                                  batch_size, seed, refill, with_trace, start)
+    else:  # more processes than examples: this one has none, but joins the gather
+        one, _ = _sample_rows(model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0)
+        rows, wall = {k: v[:0] for k, v in one.items()}, 0.0
+    out = distributed.gather_rows(rows, n)
     checked = split.task.check(out["tokens"], split.tokens, split.answer_mask)
     nfe = out["nfe"]
     result = {"solve_rate": float(checked["solved"].mean()),
               "token_accuracy": float(checked["token_accuracy"].mean()),
               "mean_nfe": float(nfe.mean()), "median_nfe": float(np.median(nfe)),
-              "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / wall,
-              **out, "solved": checked["solved"]}
+              "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / max(wall, 1e-9),
+              **{k: v for k, v in out.items() if not k.startswith("trace/")}, "solved": checked["solved"]}
     if with_trace:
-        result["trace"] = {k: np.concatenate([p["trace"][k] for p in parts], 1)[:, :n] for k in parts[0]["trace"]}
-        result["confidence"] = take("confidence")
+        result["trace"] = {k[len("trace/"):]: v.T for k, v in out.items() if k.startswith("trace/")}
     return result

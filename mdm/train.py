@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdm import checkpoint, data, diffusion, metrics
+from mdm.distributed import is_primary
 from mdm.config import validate
 from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config  # noqa: F401
 
@@ -187,11 +188,6 @@ class _WorkdirLock:
         self.file.close()  # closing releases the lock
 
 
-def is_primary() -> bool:
-    """Process 0 of a multi-process run: the one that logs, shows progress and writes files."""
-    return jax.process_index() == 0
-
-
 def _prepare_workdir(workdir: str) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
@@ -354,7 +350,10 @@ def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval
         from mdm import sampling
 
         subset = split.take(np.arange(min(config.eval.sample_examples, len(split))))
-        model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
+        # The sampler runs on each process's own devices (its share of the examples): it takes
+        # this process's copy of the replicated parameters.
+        local = jax.tree.map(lambda x: x.addressable_data(0) if jax.process_count() > 1 else x, params)
+        model_fn = sampling.model_fn_from(graphdef, local, config.diffusion.schedule)
         for name, sampler_cfg in (("top1", sampling.SamplerConfig(rule="topk", k=1)),
                                   (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma))):
             out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size)

@@ -1,0 +1,65 @@
+"""Several processes (hosts) as one JAX program: start-up and gathering results.
+
+train.py and sample.py call `initialize` before anything touches a device. With explicit
+flags it joins the processes named; on Cloud TPU pods, Slurm and Open MPI JAX finds them
+itself; otherwise it is one process, as before.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _cluster_detected() -> bool:
+    """A launcher that started several processes of this program (JAX reads the rest itself)."""
+    for variable in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if int(os.environ.get(variable, "1") or 1) > 1:
+            return True
+    return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")  # a multi-host Cloud TPU slice
+
+
+def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> bool:
+    """jax.distributed.initialize with the given flags, or auto-detected on a cluster; nothing
+    for a single process. True when several processes now run together."""
+    import jax
+
+    explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
+    if explicit and not (coordinator_address and num_processes > 0 and 0 <= process_id < num_processes):
+        raise ValueError("--coordinator_address, --num_processes and --process_id go together: an address "
+                         "(host:port), the number of processes and this process's id in [0, num_processes)")
+    if not explicit and not _cluster_detected():
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices talk over TCP (no effect on GPU/TPU)
+    if explicit:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    else:
+        jax.distributed.initialize()
+    return jax.process_count() > 1
+
+
+def is_primary() -> bool:
+    """Process 0: the one that logs, shows progress and writes files."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def shard_range(n: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """[start, end) of the contiguous share of n examples that a process takes."""
+    per = -(-n // process_count)
+    return min(process_index * per, n), min((process_index + 1) * per, n)
+
+
+def gather_rows(local: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Concatenates every process's rows (in process order, each a shard_range share of n)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return local
+    per = -(-n // jax.process_count())
+    padded = {k: np.concatenate([v, np.zeros((per - len(v),) + v.shape[1:], v.dtype)]) for k, v in local.items()}
+    gathered = multihost_utils.process_allgather(padded)  # [processes, per, ...]
+    return {k: np.asarray(v).reshape((-1,) + v.shape[2:])[:n] for k, v in gathered.items()}

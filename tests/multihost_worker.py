@@ -1,0 +1,51 @@
+"""One process of a multi-process run on localhost (used by test_distributed.py, not a test).
+
+    python tests/multihost_worker.py train|sample PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+Each process has 2 fake CPU devices; it trains the tiny Sudoku config, or samples its test
+split, and saves what it holds to OUT/<mode>_<process_id>.npz.
+"""
+import os
+import pathlib
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def tiny_config():
+    from configs import sudoku as sudoku_config
+
+    config = sudoku_config.get_config("tiny")
+    config.train.update(steps=4, batch_size=8)
+    config.checkpoint.every = 2
+    config.eval.update(every=4, sample_examples=6, batch_size=4)
+    return config
+
+
+SAMPLER = dict(rule="eb", gamma=0.5, temperature=1.0)  # random draws: keys must follow the example
+
+
+def main():
+    mode, port, pid, nproc, workdir, out = sys.argv[1:]
+    import jax
+    import numpy as np
+
+    from mdm import checkpoint, data, distributed, sampling, train
+
+    assert distributed.initialize(f"localhost:{port}", int(nproc), int(pid))
+    assert jax.device_count() == 2 * int(nproc) and jax.local_device_count() == 2
+    if mode == "train":
+        state = train.train(tiny_config(), workdir, progress=False)
+        leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
+    else:
+        graphdef, params, config = checkpoint.load_model(workdir)
+        split = data.load_for(config, "test").take(np.arange(10))
+        result = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
+                                   sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1)
+        leaves = [result["tokens"], result["nfe"], result["fill_step"]]
+    np.savez(pathlib.Path(out) / f"{mode}_{pid}.npz", *leaves)
+
+
+if __name__ == "__main__":
+    main()

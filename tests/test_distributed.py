@@ -1,0 +1,72 @@
+"""Two processes on localhost (2 fake CPU devices each) against one process."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mdm import checkpoint, data, distributed, sampling, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import multihost_worker  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _run_two(mode: str, workdir, out) -> None:
+    port = _free_port()
+    env = dict(os.environ, WANDB_MODE="disabled")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), mode, str(port),
+                               str(i), "2", str(workdir), str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=400)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+
+
+def _load(path) -> list[np.ndarray]:
+    with np.load(path) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
+    config = multihost_worker.tiny_config()
+    data.load_for(config, "train"), data.load_for(config, "test")  # generate once, before the workers
+    workdir, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    _run_two("train", workdir, out)
+    first, second = _load(out / "train_0.npz"), _load(out / "train_1.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))  # both processes hold the same model
+    single = train.train(multihost_worker.tiny_config(), str(tmp_path / "single"), progress=False)
+    for mine, theirs in zip(jax.tree.leaves(single.params), first):  # one process, the same global batch
+        np.testing.assert_allclose(np.asarray(mine), theirs, rtol=2e-4, atol=2e-6)
+    assert (workdir / "metrics.jsonl").read_text().count('"step": 4') >= 1  # process 0 logged, once per step
+    lines = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(lines) == len({line.split(",")[0] for line in lines})
+    # The checkpoint the two processes saved together restores in one process...
+    graphdef, params, loaded_config = checkpoint.load_model(str(workdir))
+    # ...and sampling split over two processes gives each example what one process gives it.
+    _run_two("sample", workdir, out)
+    split = data.load_for(loaded_config, "test").take(np.arange(10))
+    alone = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
+                              sampling.SamplerConfig(**multihost_worker.SAMPLER), batch_size=3, seed=1)
+    for pid in range(2):
+        tokens, nfe, fill_step = _load(out / f"sample_{pid}.npz")
+        assert (tokens == alone["tokens"]).all() and (nfe == alone["nfe"]).all()
+        assert (fill_step == alone["fill_step"]).all()
+
+
+def test_distributed_flags_go_together():
+    with pytest.raises(ValueError, match="go together"):
+        distributed.initialize("localhost:1234", 0, -1)
+    assert distributed.initialize() is False  # no flags, no cluster: one process
+    assert distributed.shard_range(10, 1, 3) == (4, 8) and distributed.shard_range(2, 2, 3) == (2, 2)
