@@ -17,6 +17,21 @@ sys.path.insert(0, str(ROOT))
 from configs import sudoku as sudoku_config  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A tiny run with checkpoints at steps 2 and 4, trained once; tests work on copies."""
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    train.train(tiny(), str(workdir), progress=False)
+    return workdir
+
+
+def copy_of(trained, tmp_path) -> pathlib.Path:
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    (workdir / "train.lock").unlink(missing_ok=True)
+    return workdir
+
+
 def tiny(steps=4, every=2):
     config = sudoku_config.get_config("tiny")
     config.train.steps = steps
@@ -62,7 +77,7 @@ def test_full_disk_on_a_real_small_filesystem(data_dir, tmp_path):
     try:
         env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
         out = subprocess.run([sys.executable, "train.py", "--config", "configs/sudoku.py:tiny",
-                              f"--workdir={small}/run", "--config.train.steps=40", "--config.checkpoint.every=4",
+                              f"--workdir={small}/run", "--config.train.steps=12", "--config.checkpoint.every=4",
                               "--config.eval.every=1000"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300)
         lines = [line for line in out.stderr.splitlines() if line.strip() and "train:" not in line]
@@ -81,9 +96,8 @@ def _damage(workdir: pathlib.Path, step: int) -> None:
             f.write_bytes(f.read_bytes()[:20])
 
 
-def test_damaged_latest_checkpoint_falls_back(data_dir, tmp_path, capsys):
-    workdir = tmp_path / "run"
-    train.train(tiny(), str(workdir), progress=False)
+def test_damaged_latest_checkpoint_falls_back(trained, tmp_path, capsys):
+    workdir = copy_of(trained, tmp_path)
     _damage(workdir, 4)
     graphdef, params, config = checkpoint.load_model(str(workdir))  # sampling: read-only, skips it
     err = capsys.readouterr().err
@@ -98,10 +112,10 @@ def test_damaged_latest_checkpoint_falls_back(data_dir, tmp_path, capsys):
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 6
 
 
-def test_nothing_restorable_is_one_sentence(data_dir, tmp_path):
-    workdir = tmp_path / "run"
-    train.train(tiny(steps=2), str(workdir), progress=False)
+def test_nothing_restorable_is_one_sentence(trained, tmp_path):
+    workdir = copy_of(trained, tmp_path)
     _damage(workdir, 2)
+    _damage(workdir, 4)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored"):
         checkpoint.load_model(str(workdir))
 
@@ -139,7 +153,7 @@ def test_only_process_zero_writes_logs(data_dir, tmp_path, monkeypatch):
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4  # orbax saves collectively
 
 
-def test_loading_for_sampling_reads_only_the_parameters(data_dir, tmp_path, monkeypatch):
+def test_loading_for_sampling_reads_only_the_parameters(trained, monkeypatch):
     """checkpoint.load_model restores the EMA tree alone: it needs none of the optimizer's code
     and gives the same arrays as restoring the whole train state."""
     import jax
@@ -147,9 +161,8 @@ def test_loading_for_sampling_reads_only_the_parameters(data_dir, tmp_path, monk
 
     from mdm import data
 
-    workdir = tmp_path / "run"
+    workdir = trained
     config = tiny()
-    train.train(config, str(workdir), progress=False)
     task = data.DATASETS[config.data.name].task
     _, abstract = train._abstract_state(config, task)
     full = checkpoint.Checkpointer(workdir, read_only=True).restore(abstract)

@@ -8,7 +8,9 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
 TINY = {"REPO": "''", "INSTALL": "False", "PRESET": "'tiny'", "WORKDIR": None, "EXAMPLES": "6",
-        "STUDY": "'tiny'", "DATA_SIZES": "{'train_size': 500, 'test_size': 500}"}
+        "STUDY": "'tiny'", "DATA_SIZES": "{'train_size': 500, 'test_size': 500}", "GAMMAS": "(0.01,)",
+        "STUDY_OVERRIDES": "{'gammas': (0.5,), 'ks': (), 'taus': (), 'steps': (), 'tightness_examples': 1}",
+        "OVERRIDES": "{'eval.sample_examples': 0}"}
 
 
 def notebook_script(workdir: str) -> str:

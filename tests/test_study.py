@@ -98,10 +98,9 @@ def test_study_writes_every_file(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(proxies=("entropy",)),  # threshold/random rows compare with confidence top-1
-    dict(gammas=()),  # no EB setting at all
-    dict(proxies=("margin",), gammas=(), ks=(), taus=(), steps=()),  # top-1 only
-], ids=["entropy_only", "no_gamma", "top1_only"])
+    dict(proxies=("entropy",), ks=(), steps=()),  # threshold rows compare with confidence top-1
+    dict(proxies=("margin",), gammas=(), ks=(), taus=(), steps=()),  # no EB setting: top-1 only
+], ids=["entropy_only", "top1_only"])
 def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
     config = sudoku_config.get_config("tiny")
     split = data.load("sudoku", "test", data_dir, 500, 500)
@@ -130,7 +129,7 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
     grids = study_config.get_config("tiny")
-    grids.update(examples=3, tightness_examples=2, gammas=(4.0,), ks=(), taus=(), steps=(2,))
+    grids.update(examples=3, tightness_examples=2, gammas=(4.0,), ks=(), taus=(), steps=())
     result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
                              progress=False, schedule="cosine")
     assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"
