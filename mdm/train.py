@@ -22,9 +22,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdm import checkpoint, data, diffusion, metrics
-from mdm.distributed import is_primary
 from mdm.config import validate
-from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config  # noqa: F401
+from mdm.distributed import is_primary
+from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config
 
 
 class TrainingError(RuntimeError):
