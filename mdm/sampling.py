@@ -96,13 +96,14 @@ class SamplerState:
 # ----------------------------------------------------------------------------- selection rules
 
 def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
-    """Entropy, confidence and margin of each position's predictive distribution."""
+    """Entropy, confidence and margin of each position's predictive distribution (and its log
+    probabilities, `logp`, which the trace reuses)."""
     logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
     p = jnp.exp(logp)
     entropy = -(p * logp).sum(-1)
     top2 = jax.lax.top_k(p, 2)[0]
     return {"entropy": jnp.maximum(entropy, 0.0), "confidence": top2[..., 0],
-            "margin": top2[..., 0] - top2[..., 1]}
+            "margin": top2[..., 0] - top2[..., 1], "logp": logp}
 
 
 def error_score(cfg: SamplerConfig, stats: dict, key_B: jax.Array) -> jax.Array:
@@ -287,8 +288,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
             # The answers hold a unique solution: the true conditional is a point mass on the
             # reference token, and the paper's model-error term is -log q(reference).
             reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
-            logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), -1)
-            nll_BxL = -jnp.take_along_axis(logp_BxLxV, jnp.clip(reference_BxL, 0, vocab - 1)[..., None], -1)[..., 0]
+            nll_BxL = -jnp.take_along_axis(stats["logp"], jnp.clip(reference_BxL, 0, vocab - 1)[..., None], -1)[..., 0]
             record = {"unmasked": count, "bound": h.sum(-1) - h.max(-1),
                       "mean_entropy": h.sum(-1) / jnp.maximum(count, 1),
                       "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1)}
