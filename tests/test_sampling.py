@@ -14,19 +14,21 @@ V = 6  # data vocabulary of the fake models; MASK = V
 def context_model(seed=0, length=12, scale=2.0):
     """A fake model whose logits depend on the whole input: logits = onehot(tokens) . W."""
     w = scale * jax.random.normal(jax.random.key(seed), (length, V + 1, length, V))
+    return _context_apply, w
 
-    def apply(params, tokens_BxL):
-        return jnp.einsum("bmu,muln->bln", jax.nn.one_hot(tokens_BxL, V + 1), params)
-    return apply, w
+
+def _context_apply(params, tokens_BxL):  # module level: one function, so jit's cache serves every seed
+    return jnp.einsum("bmu,muln->bln", jax.nn.one_hot(tokens_BxL, V + 1), params)
 
 
 def fixed_model(seed=0, length=12, scale=3.0):
     """Logits that ignore the input (each position has its own fixed distribution)."""
     table = scale * jax.random.normal(jax.random.key(seed), (length, V))
+    return _fixed_apply, table
 
-    def apply(params, tokens_BxL):
-        return jnp.broadcast_to(params, tokens_BxL.shape + (V,))
-    return apply, table
+
+def _fixed_apply(params, tokens_BxL):
+    return jnp.broadcast_to(params, tokens_BxL.shape + (V,))
 
 
 def problems(n=6, length=12, seed=0, p_answer=0.7):
