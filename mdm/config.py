@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     # augment: a random label-preserving symmetry of the task per example (Sudoku: digits,
     # bands, stacks, rows, columns, transpose; mazes: rotations/reflections, edge order).
     # The learning rate warms up, then decays by a cosine to end_lr_factor * lr.
+    # batch_size 0: fill the devices (a per-device batch for the device kind, mdm/accelerators.py).
     c.train = dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=200, end_lr_factor=0.1,
                    weight_decay=0.01, grad_clip=1.0, b2=0.99, ema_decay=0.999, augment=False,
                    log_every=50)
@@ -120,7 +121,7 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) ->
         c.checkpoint.every = 500
     elif preset == "paper":  # about 6M parameters, like the paper's; for a GPU/TPU
         c.model.update(width=256, depth=8, heads=8)
-        c.train.update(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
+        c.train.update(steps=40_000, batch_size=0, lr=5e-4, warmup_steps=1000, ema_decay=0.999)
         c.eval.update(every=2000, sample_examples=1000)
         c.checkpoint.every = 2000
     elif preset == "tiny":  # tests
@@ -161,8 +162,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.model.compute_dtype in ("auto", "float32", "bfloat16"),
          f"config.model.compute_dtype must be auto, float32 or bfloat16, not {config.model.compute_dtype!r}")
     t = config.train
-    for field in ("steps", "batch_size", "log_every"):
+    for field in ("steps", "log_every"):
         need(t[field] > 0, f"config.train.{field} must be positive, not {t[field]}")
+    need(t.batch_size >= 0, f"config.train.batch_size must be positive (or 0: chosen for the devices), "
+                            f"not {t.batch_size}")
     need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
     need(0 <= t.end_lr_factor <= 1, f"config.train.end_lr_factor must be in [0, 1], not {t.end_lr_factor}")
     need(0 <= t.warmup_steps <= t.steps, f"config.train.warmup_steps must be in [0, steps], not {t.warmup_steps}")

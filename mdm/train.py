@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mdm import checkpoint, data, diffusion, metrics
+from mdm import accelerators, checkpoint, data, diffusion, metrics
 from mdm.config import validate
 from mdm.distributed import is_primary
 from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config
@@ -226,7 +226,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
           progress: bool = True) -> TrainState:
     """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests).
 
-    A second run on the same workdir is refused while the first one lives."""
+    A second run on the same workdir is refused while the first one lives. The caller's config
+    is not changed (an automatic batch size is resolved on a copy)."""
+    config = config.copy_and_resolve_references()
     validate(config)
     tune_allocator()
     workdir_path = _prepare_workdir(workdir)
@@ -238,6 +240,9 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     say = (lambda message: print(message, flush=True)) if is_primary() else (lambda message: None)
     mesh = make_mesh()
     n_devices = mesh.devices.size
+    chosen = accelerators.resolve_batch(config, data.DATASETS[config.data.name].task.length)
+    if chosen:
+        say(chosen)
     if config.train.batch_size % n_devices:
         raise TrainingError(f"config.train.batch_size {config.train.batch_size} does not split "
                             f"over {n_devices} devices")

@@ -173,3 +173,27 @@ def test_nonfinite_loss_stops_with_a_clear_message(data_dir, tmp_path):
                      "eval.sample_examples": 0, "checkpoint.every": 100})
     with pytest.raises(FloatingPointError, match="not finite|the loss is"):
         train.train(config, str(tmp_path / "run"), progress=False)
+
+
+@pytest.mark.parametrize("kind,platform,length,batch", [
+    ("NVIDIA H100 80GB HBM3", "gpu", 81, 2048),   # 2**18 tokens / 81 = 3236 -> 2048
+    ("NVIDIA H100 80GB HBM3", "gpu", 401, 512),   # a 10x10 maze
+    ("TPU v5 lite", "tpu", 81, 512),
+    ("TPU v2", "tpu", 401, 64),
+    ("Some Future GPU", "gpu", 81, 256),          # unknown kind: a small budget
+    ("cpu", "cpu", 401, 64),
+    ("Tesla T4", "gpu", 1 << 16, 1),              # longer than the budget: one example
+])
+def test_per_device_batch_follows_the_device_kind(kind, platform, length, batch):
+    from mdm import accelerators
+
+    assert accelerators.per_device_batch(kind, platform, length) == batch
+
+
+def test_batch_size_zero_is_chosen_for_the_devices(data_dir, tmp_path, capsys):
+    config = tiny(**{"train.batch_size": 0})
+    train.train(config, str(tmp_path / "run"), progress=False)
+    assert config.train.batch_size == 0  # the caller's config is left alone
+    saved = checkpoint.Checkpointer(tmp_path / "run", read_only=True).config()
+    assert saved["train"]["batch_size"] == 64 * jax.device_count()
+    assert f"batch size {64 * jax.device_count()} = 64 per device" in capsys.readouterr().out
