@@ -19,8 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import save  # noqa: E402
-from benchmarks.train_throughput import measure  # noqa: E402
+from benchmarks.run import measure_train as measure, save  # noqa: E402
 from configs import sudoku as sudoku_config  # noqa: E402
 from mdm import checkpoint, data, sampling, train  # noqa: E402
 

@@ -1,0 +1,314 @@
+"""Every benchmark behind one runner: one table on stdout, one JSON.
+
+  python -m benchmarks                          # every group, CPU-sized defaults
+  python -m benchmarks --train --presets sudoku:quick --train_steps 40
+  python -m benchmarks --speedup --workdir pretrained/sudoku_cpu --examples 2000 --batches 256,1024
+
+Groups (no group flag: all of them):
+  --data     generation rate of each data set (worker processes: --workers)
+  --train    steps/s, tokens/s and model-FLOPs utilisation (accelerators) of each preset, one
+             device, random tokens (data loading is not part of it); batch_size 0 presets get
+             the batch chosen for the device kind (mdm/accelerators.py)
+  --sampler  one sampler step: the forward pass, and the EB selection (proxies, sort,
+             cumulative sums) as a share of the step
+  --speedup  EB against top-1 on a trained checkpoint: wall-clock speed-up beside the NFE
+             speed-up, with refill (finished rows take new examples) and with plain batches
+Every row carries the backend, device kind and count, jax version and date; the JSON goes to
+benchmarks/results/benchmarks_<backend>.json unless --out says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+GROUPS = ("data", "train", "sampler", "speedup")
+
+
+def hardware() -> dict:
+    import jax
+
+    from mdm import accelerators
+
+    return {"backend": jax.default_backend(), "device_kind": accelerators.device_kind(),
+            "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "jax": jax.__version__, "date": datetime.date.today().isoformat()}
+
+
+def save(name: str, payload: dict, out: str | None = None) -> pathlib.Path:
+    """Writes payload (with the hardware) as JSON to `out` or benchmarks/results/<name>.json."""
+    path = pathlib.Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"hardware": hardware(), **payload}, indent=1))
+    print(f"saved {path}")
+    return path
+
+
+def row(group: str, item: str, value: float, unit: str, detail: str = "", **figures) -> dict:
+    return {"group": group, "item": item, "value": value, "unit": unit, "detail": detail, **figures}
+
+
+# ----------------------------------------------------------------------------- groups
+
+def bench_data(names: list[str], n: int, workers: int) -> list[dict]:
+    from mdm import data
+
+    rows = []
+    for name in names:
+        spec = dataclasses.replace(data.DATASETS[name], train_size=n, test_size=0, seed=123)
+        start = time.perf_counter()
+        out = data.generate_splits(spec, workers=workers, progress=False)
+        seconds = time.perf_counter() - start
+        assert len(out["train"]["tokens"]) == n
+        rows.append(row("data", f"generate {name}", n / seconds, "examples/s",
+                        f"{n:,} in {seconds:.1f} s, {workers} worker(s)", examples=n, seconds=seconds,
+                        workers=workers))
+    return rows
+
+
+def config_of(item: str):
+    """'sudoku:quick' -> that preset's config."""
+    from configs import maze, sudoku
+
+    name, _, preset = item.partition(":")
+    modules = {"sudoku": sudoku, "maze": maze}
+    if name not in modules:
+        raise ValueError(f"unknown config {name!r} in {item!r}; known: {', '.join(modules)}")
+    return modules[name].get_config(preset or "quick")
+
+
+def measure_train(config, steps: int) -> dict:
+    """Steps/s of one device on random tokens (after compiling); the config's batch, or the
+    device kind's per-device batch when it is 0."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from mdm import accelerators, data, train
+    from mdm.model import count_params
+
+    task = data.DATASETS[config.data.name].task
+    b = config.train.batch_size or accelerators.per_device_batch(
+        accelerators.device_kind(), jax.default_backend(), task.length)
+    cfg = train.model_config(config, task)
+    graphdef, params = train.init_model(cfg, 0)
+    tx = train.make_optimizer(config)
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
+    step = jax.jit(train.make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    batch = {"tokens": jnp.asarray(rng.integers(0, task.vocab_size, (b, task.length)), jnp.int32),
+             "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6)}
+    state, m = step(state, batch)  # compile
+    jax.block_until_ready(m)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, m = step(state, batch)
+    jax.block_until_ready(m)
+    seconds = time.perf_counter() - start
+    flops_per_s = accelerators.train_flops_per_example(cfg) * b * steps / seconds
+    peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
+    return {"params": count_params(nnx.merge(graphdef, params)), "batch_size": b, "length": task.length,
+            "compute_dtype": cfg.compute_dtype, "steps": steps, "steps_per_s": steps / seconds,
+            "tokens_per_s": steps * b * task.length / seconds, "model_tflops_per_s": flops_per_s / 1e12,
+            "mfu": flops_per_s / peak if peak else None}
+
+
+def bench_train(items: list[str], steps: int) -> list[dict]:
+    import jax
+
+    rows = []
+    for item in items:
+        config = config_of(item)
+        small = config.model.width * config.model.depth <= 1024
+        n = steps or (30 if small or jax.default_backend() != "cpu" else 5)
+        r = measure_train(config, n)
+        mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+        rows.append(row("train", item, r["steps_per_s"], "steps/s",
+                        f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
+                        f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}", **r))
+    return rows
+
+
+def timeit(fn, *args, repeats: int = 10) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def bench_sampler(items: list[str], batch: int) -> list[dict]:
+    """One EB step of a preset's (untrained) model: forward, then proxies + selection."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mdm import data, sampling, train
+    from mdm.sampling import SamplerConfig
+
+    rows = []
+    eb = SamplerConfig(rule="eb", gamma=0.1)
+    for item in items:
+        config = config_of(item)
+        task = data.DATASETS[config.data.name].task
+        cfg = train.model_config(config, task)
+        graphdef, params = train.init_model(cfg, 0)
+        apply_fn, _ = sampling.model_fn_from(graphdef, params)
+        rng = np.random.default_rng(0)
+        tokens = jnp.asarray(rng.integers(0, task.vocab_size + 1, (batch, task.length)), jnp.int32)
+        masked = tokens == task.vocab_size
+        forward = jax.jit(apply_fn)
+        logits = forward(params, tokens)
+
+        @jax.jit
+        def selection(logits, masked):
+            s = sampling.proxies(logits)
+            return sampling.select(eb, s, masked, -s["confidence"], masked.sum(-1), jnp.zeros(batch, jnp.int32))
+
+        repeats = 3 if cfg.width * cfg.depth > 1024 and jax.default_backend() == "cpu" else 10
+        t_forward = timeit(forward, params, tokens, repeats=repeats)
+        t_select = timeit(selection, logits, masked, repeats=repeats)
+        share = t_select / (t_forward + t_select)
+        rows.append(row("sampler", f"EB step, {item}, batch {batch}", 1e3 * (t_forward + t_select), "ms",
+                        f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms "
+                        f"= {share:.2%} of the step", batch=batch, forward_ms=1e3 * t_forward,
+                        selection_ms=1e3 * t_select, selection_share=share))
+    return rows
+
+
+def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: list[int]) -> list[dict]:
+    import numpy as np
+
+    from mdm import checkpoint, data, sampling, study
+    from mdm.sampling import SamplerConfig
+
+    graphdef, params, config = checkpoint.load_model(workdir)
+    split = data.load_for(config, "test")
+    split = split.take(np.arange(min(examples, len(split))))
+    model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
+    settings = [SamplerConfig(rule="eb", gamma=g) for g in gammas]
+    rows = []
+    for batch in batches:
+        for refill in (True, False):
+            mode = "refill" if refill else "plain batches"
+            results, outputs = study.run_settings(model_fn, split, settings, batch, refill=refill, progress=False)
+            top1 = outputs[study.top1_for(settings[0])]
+            rows.append(row("speedup", f"top-1, {mode}, batch {batch}", top1["examples_per_s"], "examples/s",
+                            f"solved {top1['solve_rate']:.1%} at {top1['mean_nfe']:.2f} NFE, "
+                            f"{len(split)} examples", setting="top-1", refill=refill, batch=batch,
+                            solve_rate=top1["solve_rate"], mean_nfe=top1["mean_nfe"], examples=len(split)))
+            for r in results:
+                rows.append(row("speedup", f"{r['setting']}, {mode}, batch {batch}", r["wall_speedup"],
+                                "x wall", f"NFE speed-up {r['nfe_speedup']:.2f}x (wall/NFE "
+                                f"{r['wall_speedup'] / r['nfe_speedup']:.2f}); solved {r['solve_rate']:.1%} "
+                                f"at {r['mean_nfe']:.2f} NFE; {r['examples_per_s']:.1f} examples/s",
+                                setting=r["setting"], refill=refill, batch=batch, solve_rate=r["solve_rate"],
+                                mean_nfe=r["mean_nfe"], nfe_speedup=r["nfe_speedup"],
+                                wall_speedup=r["wall_speedup"], examples_per_s=r["examples_per_s"],
+                                examples=len(split)))
+    return rows
+
+
+# ----------------------------------------------------------------------------- table and CLI
+
+def format_table(rows: list[dict]) -> str:
+    width = max(len(r["item"]) for r in rows)
+    header = f"{'group':<8} {'item':<{width}} {'value':>10} {'unit':<11} detail"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        value = f"{r['value']:,.2f}" if r["value"] < 1e4 else f"{r['value']:,.0f}"
+        lines.append(f"{r['group']:<8} {r['item']:<{width}} {value:>10} {r['unit']:<11} {r['detail']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for group in GROUPS:
+        parser.add_argument(f"--{group}", action="store_true", help=f"run the {group} group")
+    parser.add_argument("--datasets", default="sudoku,maze10", help="data group: registered data sets")
+    parser.add_argument("--data_n", type=int, default=5000, help="data group: examples of each")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="data group: worker processes")
+    parser.add_argument("--presets", default="sudoku:quick,maze:quick,sudoku:paper,maze:paper",
+                        help="train and sampler groups: config:preset items")
+    parser.add_argument("--train_steps", type=int, default=0,
+                        help="train group: timed steps (0: 30, or 5 for paper sizes on a CPU)")
+    parser.add_argument("--sampler_batch", type=int, default=256, help="sampler group: rows per step")
+    parser.add_argument("--workdir", default=str(ROOT / "pretrained" / "sudoku_cpu"),
+                        help="speedup group: a trained run or shipped checkpoint")
+    parser.add_argument("--examples", type=int, default=1000, help="speedup group: held-out examples")
+    parser.add_argument("--gammas", default="0.001,0.01,0.1", help="speedup group: EB budgets")
+    parser.add_argument("--batches", default="256", help="speedup group: sampler rows (comma-separated)")
+    parser.add_argument("--default_malloc", action="store_true",
+                        help="leave glibc's allocator settings alone (train.py tunes them)")
+    parser.add_argument("--out", default=None, help="the JSON (default benchmarks/results/benchmarks_<backend>.json)")
+    args = parser.parse_args(argv)
+    try:
+        args.gamma_list = [float(g) for g in args.gammas.split(",")]
+        args.batch_list = [int(b) for b in args.batches.split(",")]
+    except ValueError as e:
+        parser.error(f"--gammas and --batches take comma-separated numbers ({e})")
+    for name, value in (("data_n", args.data_n), ("workers", args.workers), ("sampler_batch", args.sampler_batch),
+                        ("examples", args.examples), *(("batches", b) for b in args.batch_list)):
+        if value <= 0:
+            parser.error(f"--{name} must be positive, not {value}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    chosen = [g for g in GROUPS if getattr(args, g)] or list(GROUPS)
+
+    from mdm import checkpoint, config as mdm_config, data, train
+
+    mdm_config.quiet_libraries()
+    try:
+        unknown = [d for d in args.datasets.split(",") if d not in data.DATASETS]
+        if "data" in chosen and unknown:
+            raise ValueError(f"unknown data set {unknown[0]!r}; known: {', '.join(data.DATASETS)}")
+        items = args.presets.split(",")
+        for item in items:
+            config_of(item)  # refuses unknown configs and presets before anything runs
+        tuned = False if args.default_malloc else train.tune_allocator()  # as train.py does
+        rows = []
+        for group in chosen:
+            print(f"running the {group} group ...", file=sys.stderr, flush=True)
+            if group == "data":
+                rows += bench_data(args.datasets.split(","), args.data_n, args.workers)
+            elif group == "train":
+                rows += bench_train(items, args.train_steps)
+            elif group == "sampler":
+                rows += bench_sampler(items, args.sampler_batch)
+            else:
+                rows += bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)
+    except (ValueError, OSError, checkpoint.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    hw = hardware()
+    rows = [{**r, **hw, "tuned_allocator": tuned} for r in rows]
+    print(f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
+          f"jax {hw['jax']}, {hw['date']}")
+    print(format_table(rows))
+    out = pathlib.Path(args.out) if args.out else RESULTS / f"benchmarks_{hw['backend']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+                               "hardware": hw, "rows": rows}, indent=1))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The benchmark runner: every group runs on tiny settings and writes one row per figure."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from configs import sudoku
+    from mdm import train
+
+    train.train(sudoku.get_config("tiny"), str(tmp_path / "run"), progress=False)
+    out = tmp_path / "bench.json"
+    result = run("--workdir", str(tmp_path / "run"), "--datasets", "maze5", "--data_n", "500", "--workers", "1", "--presets", "sudoku:tiny",
+                 "--train_steps", "2", "--sampler_batch", "4", "--examples", "12", "--batches", "8",
+                 "--gammas", "0.5", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
+    assert {r["group"] for r in rows} == {"data", "train", "sampler", "speedup"}
+    for r in rows:
+        assert {"backend", "device_kind", "jax", "date"} <= set(r) and r["value"] > 0
+    train_row = next(r for r in rows if r["group"] == "train")
+    assert train_row["batch_size"] == 8 and train_row["tokens_per_s"] == train_row["steps_per_s"] * 8 * 81
+    eb = [r for r in rows if r["group"] == "speedup" and r.get("setting", "").startswith("eb")]
+    assert {r["refill"] for r in eb} == {True, False}
+    assert all(r["mean_nfe"] <= 51 and r["nfe_speedup"] >= 1 for r in eb)  # EB never needs more calls
+    assert "group" in result.stdout and "speedup" in result.stdout  # the table
+
+
+def test_bad_preset_is_one_sentence():
+    result = run("--train", "--presets", "sudoku:huge", "--out", os.devnull)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'huge'")
