@@ -59,20 +59,17 @@ def row(group: str, item: str, value: float, unit: str, detail: str = "", **figu
 
 # ----------------------------------------------------------------------------- groups
 
-def bench_data(names: list[str], n: int, workers: int) -> list[dict]:
+def bench_data(names: list[str], n: int, workers: int):
     from mdm import data
 
-    rows = []
     for name in names:
         spec = dataclasses.replace(data.DATASETS[name], train_size=n, test_size=0, seed=123)
         start = time.perf_counter()
         out = data.generate_splits(spec, workers=workers, progress=False)
         seconds = time.perf_counter() - start
         assert len(out["train"]["tokens"]) == n
-        rows.append(row("data", f"generate {name}", n / seconds, "examples/s",
-                        f"{n:,} in {seconds:.1f} s, {workers} worker(s)", examples=n, seconds=seconds,
-                        workers=workers))
-    return rows
+        yield row("data", f"generate {name}", n / seconds, "examples/s",
+                  f"{n:,} in {seconds:.1f} s, {workers} worker(s)", examples=n, seconds=seconds, workers=workers)
 
 
 def config_of(item: str):
@@ -123,20 +120,18 @@ def measure_train(config, steps: int) -> dict:
             "mfu": flops_per_s / peak if peak else None}
 
 
-def bench_train(items: list[str], steps: int) -> list[dict]:
+def bench_train(items: list[str], steps: int):
     import jax
 
-    rows = []
     for item in items:
         config = config_of(item)
         small = config.model.width * config.model.depth <= 1024
         n = steps or (30 if small or jax.default_backend() != "cpu" else 5)
         r = measure_train(config, n)
         mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
-        rows.append(row("train", item, r["steps_per_s"], "steps/s",
-                        f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
-                        f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}", **r))
-    return rows
+        yield row("train", item, r["steps_per_s"], "steps/s",
+                  f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
+                  f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}", **r)
 
 
 def timeit(fn, *args, repeats: int = 10) -> float:
@@ -150,7 +145,7 @@ def timeit(fn, *args, repeats: int = 10) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def bench_sampler(items: list[str], batch: int) -> list[dict]:
+def bench_sampler(items: list[str], batch: int):
     """One EB step of a preset's (untrained) model: forward, then proxies + selection."""
     import jax
     import jax.numpy as jnp
@@ -159,7 +154,6 @@ def bench_sampler(items: list[str], batch: int) -> list[dict]:
     from mdm import data, sampling, train
     from mdm.sampling import SamplerConfig
 
-    rows = []
     eb = SamplerConfig(rule="eb", gamma=0.1)
     for item in items:
         config = config_of(item)
@@ -182,14 +176,13 @@ def bench_sampler(items: list[str], batch: int) -> list[dict]:
         t_forward = timeit(forward, params, tokens, repeats=repeats)
         t_select = timeit(selection, logits, masked, repeats=repeats)
         share = t_select / (t_forward + t_select)
-        rows.append(row("sampler", f"EB step, {item}, batch {batch}", 1e3 * (t_forward + t_select), "ms",
-                        f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms "
-                        f"= {share:.2%} of the step", batch=batch, forward_ms=1e3 * t_forward,
-                        selection_ms=1e3 * t_select, selection_share=share))
-    return rows
+        yield row("sampler", f"EB step, {item}, batch {batch}", 1e3 * (t_forward + t_select), "ms",
+                  f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms "
+                  f"= {share:.2%} of the step", batch=batch, forward_ms=1e3 * t_forward,
+                  selection_ms=1e3 * t_select, selection_share=share)
 
 
-def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: list[int]) -> list[dict]:
+def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: list[int]):
     import numpy as np
 
     from mdm import checkpoint, data, sampling, study
@@ -200,26 +193,22 @@ def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: lis
     split = split.take(np.arange(min(examples, len(split))))
     model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
     settings = [SamplerConfig(rule="eb", gamma=g) for g in gammas]
-    rows = []
     for batch in batches:
         for refill in (True, False):
             mode = "refill" if refill else "plain batches"
             results, outputs = study.run_settings(model_fn, split, settings, batch, refill=refill, progress=False)
             top1 = outputs[study.top1_for(settings[0])]
-            rows.append(row("speedup", f"top-1, {mode}, batch {batch}", top1["examples_per_s"], "examples/s",
-                            f"solved {top1['solve_rate']:.1%} at {top1['mean_nfe']:.2f} NFE, "
-                            f"{len(split)} examples", setting="top-1", refill=refill, batch=batch,
-                            solve_rate=top1["solve_rate"], mean_nfe=top1["mean_nfe"], examples=len(split)))
+            yield row("speedup", f"top-1, {mode}, batch {batch}", top1["examples_per_s"], "examples/s",
+                      f"solved {top1['solve_rate']:.1%} at {top1['mean_nfe']:.2f} NFE, {len(split)} examples",
+                      setting="top-1", refill=refill, batch=batch, solve_rate=top1["solve_rate"],
+                      mean_nfe=top1["mean_nfe"], examples=len(split))
             for r in results:
-                rows.append(row("speedup", f"{r['setting']}, {mode}, batch {batch}", r["wall_speedup"],
-                                "x wall", f"NFE speed-up {r['nfe_speedup']:.2f}x (wall/NFE "
-                                f"{r['wall_speedup'] / r['nfe_speedup']:.2f}); solved {r['solve_rate']:.1%} "
-                                f"at {r['mean_nfe']:.2f} NFE; {r['examples_per_s']:.1f} examples/s",
-                                setting=r["setting"], refill=refill, batch=batch, solve_rate=r["solve_rate"],
-                                mean_nfe=r["mean_nfe"], nfe_speedup=r["nfe_speedup"],
-                                wall_speedup=r["wall_speedup"], examples_per_s=r["examples_per_s"],
-                                examples=len(split)))
-    return rows
+                yield row("speedup", f"{r['setting']}, {mode}, batch {batch}", r["wall_speedup"], "x wall",
+                          f"NFE speed-up {r['nfe_speedup']:.2f}x (wall/NFE {r['wall_speedup'] / r['nfe_speedup']:.2f}); "
+                          f"solved {r['solve_rate']:.1%} at {r['mean_nfe']:.2f} NFE; "
+                          f"{r['examples_per_s']:.1f} examples/s", setting=r["setting"], refill=refill, batch=batch,
+                          solve_rate=r["solve_rate"], mean_nfe=r["mean_nfe"], nfe_speedup=r["nfe_speedup"],
+                          wall_speedup=r["wall_speedup"], examples_per_s=r["examples_per_s"], examples=len(split))
 
 
 # ----------------------------------------------------------------------------- table and CLI
@@ -283,17 +272,16 @@ def main(argv=None) -> int:
         for item in items:
             config_of(item)  # refuses unknown configs and presets before anything runs
         tuned = False if args.default_malloc else train.tune_allocator()  # as train.py does
+        groups = {"data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),
+                  "train": lambda: bench_train(items, args.train_steps),
+                  "sampler": lambda: bench_sampler(items, args.sampler_batch),
+                  "speedup": lambda: bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)}
         rows = []
         for group in chosen:
             print(f"running the {group} group ...", file=sys.stderr, flush=True)
-            if group == "data":
-                rows += bench_data(args.datasets.split(","), args.data_n, args.workers)
-            elif group == "train":
-                rows += bench_train(items, args.train_steps)
-            elif group == "sampler":
-                rows += bench_sampler(items, args.sampler_batch)
-            else:
-                rows += bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)
+            for r in groups[group]():
+                rows.append(r)
+                print(f"  {r['item']}: {r['value']:,.2f} {r['unit']} ({r['detail']})", file=sys.stderr, flush=True)
     except (ValueError, OSError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
