@@ -120,13 +120,17 @@ def measure_train(config, steps: int) -> dict:
             "mfu": flops_per_s / peak if peak else None}
 
 
-def bench_train(items: list[str], steps: int):
+def slow_here(config) -> bool:
+    """A paper-size model on a CPU: a step takes seconds, so fewer repeats are timed."""
     import jax
 
+    return config.model.width * config.model.depth > 1024 and jax.default_backend() == "cpu"
+
+
+def bench_train(items: list[str], steps: int):
     for item in items:
         config = config_of(item)
-        small = config.model.width * config.model.depth <= 1024
-        n = steps or (30 if small or jax.default_backend() != "cpu" else 5)
+        n = steps or (5 if slow_here(config) else 30)
         r = measure_train(config, n)
         mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
         yield row("train", item, r["steps_per_s"], "steps/s",
@@ -172,7 +176,7 @@ def bench_sampler(items: list[str], batch: int):
             s = sampling.proxies(logits)
             return sampling.select(eb, s, masked, -s["confidence"], masked.sum(-1), jnp.zeros(batch, jnp.int32))
 
-        repeats = 3 if cfg.width * cfg.depth > 1024 and jax.default_backend() == "cpu" else 10
+        repeats = 3 if slow_here(config) else 10
         t_forward = timeit(forward, params, tokens, repeats=repeats)
         t_select = timeit(selection, logits, masked, repeats=repeats)
         share = t_select / (t_forward + t_select)

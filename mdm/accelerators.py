@@ -48,7 +48,7 @@ def per_device_batch(kind: str, platform: str, length: int) -> int:
     if platform == "cpu":
         return _CPU_BATCH
     tokens = _lookup(_TOKENS_PER_DEVICE, kind) or _OTHER_ACCELERATOR_TOKENS
-    return max(1, 1 << ((tokens // length).bit_length() - 1)) if tokens >= length else 1
+    return 1 << (max(tokens // length, 1).bit_length() - 1)  # the largest power of two that fits
 
 
 def peak_flops(kind: str, platform: str) -> float | None:

@@ -190,6 +190,15 @@ def test_per_device_batch_follows_the_device_kind(kind, platform, length, batch)
     assert accelerators.per_device_batch(kind, platform, length) == batch
 
 
+def test_peak_flops_for_mfu_know_the_common_kinds():
+    from mdm import accelerators
+
+    assert accelerators.peak_flops("NVIDIA H100 80GB HBM3", "gpu") == 989e12
+    assert accelerators.peak_flops("NVIDIA H100 PCIe", "gpu") == 756e12  # the specific name wins
+    assert accelerators.peak_flops("TPU v5 lite", "tpu") == 197e12
+    assert accelerators.peak_flops("cpu", "cpu") is None and accelerators.peak_flops("Mystery", "gpu") is None
+
+
 def test_batch_size_zero_is_chosen_for_the_devices(data_dir, tmp_path, capsys):
     config = tiny(**{"train.batch_size": 0})
     train.train(config, str(tmp_path / "run"), progress=False)
