@@ -12,7 +12,7 @@ no lattice structure). paper keeps the paper's generic setting (no augmentation)
       The Sudoku cpu schedule (4,500 steps) on 5x5 mazes; not measured.
   python train.py --config configs/maze.py:paper --workdir runs/maze10
       10x10 mazes (sequence length 401), 6.5M parameters, as in the paper; for a GPU/TPU
-      (not yet measured).
+      (not yet measured). Batch size 0: chosen for the device kind (mdm/accelerators.py).
 """
 from mdm.config import apply_preset, base_config
 

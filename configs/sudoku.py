@@ -15,7 +15,7 @@ paper keeps the generic model of the paper (learned positions, full attention, n
       90.7% at 8.67 mean model calls (pretrained/sudoku_cpu is this run).
   python train.py --config configs/sudoku.py:paper --workdir runs/sudoku
       6.3M parameters, the size of the paper's and Kim et al.'s models; for a GPU/TPU
-      (not yet measured).
+      (not yet measured). Batch size 0: chosen for the device kind (mdm/accelerators.py).
 """
 from mdm.config import apply_preset, base_config
 
