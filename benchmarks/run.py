@@ -294,11 +294,8 @@ def main(argv=None) -> int:
     print(f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
           f"jax {hw['jax']}, {hw['date']}")
     print(format_table(rows))
-    out = pathlib.Path(args.out) if args.out else RESULTS / f"benchmarks_{hw['backend']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-                               "hardware": hw, "rows": rows}, indent=1))
-    print(f"saved {out}")
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    save(f"benchmarks_{hw['backend']}", {"command": command, "rows": rows}, args.out)
     return 0
 
 
