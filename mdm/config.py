@@ -28,7 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
     # bands, stacks, rows, columns, transpose; mazes: rotations/reflections, edge order).
     # The learning rate warms up, then decays by a cosine to end_lr_factor * lr.
     # batch_size 0: fill the devices (a per-device batch for the device kind, mdm/accelerators.py).
-    c.train = dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=200, end_lr_factor=0.1,
+    # optimizer: adamw, or muon (orthogonalised updates for the blocks' matrices, AdamW for the rest).
+    c.train = dict(steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, warmup_steps=200, end_lr_factor=0.1,
                    weight_decay=0.01, grad_clip=1.0, b2=0.99, ema_decay=0.999, augment=False,
                    log_every=50)
     # Periodic evaluation on the test split: ELBO on `loss_examples`, and the solve rate of
@@ -166,6 +167,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(t[field] > 0, f"config.train.{field} must be positive, not {t[field]}")
     need(t.batch_size >= 0, f"config.train.batch_size must be positive (or 0: chosen for the devices), "
                             f"not {t.batch_size}")
+    need(t.optimizer in ("adamw", "muon"), f"config.train.optimizer must be adamw or muon, not {t.optimizer!r}")
     need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
     need(0 <= t.end_lr_factor <= 1, f"config.train.end_lr_factor must be in [0, 1], not {t.end_lr_factor}")
     need(0 <= t.warmup_steps <= t.steps, f"config.train.warmup_steps must be in [0, steps], not {t.warmup_steps}")

@@ -66,10 +66,33 @@ def lr_schedule(config) -> optax.Schedule:
                                               end_value=t.get("end_lr_factor", 0.1) * t.lr)
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
+def _block_matrices(params) -> Any:
+    """Muon's dimension numbers: the blocks' 2-D kernels are orthogonalised; embeddings, the
+    output head, norms and biases (None) take Adam's update."""
+    def spec(path, x):
+        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        return optax.contrib.MuonDimensionNumbers() if "blocks" in names and x.ndim == 2 else None
+    return jax.tree_util.tree_map_with_path(spec, params)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
+    """AdamW, or Muon (Jordan 2024; optax.contrib) on the blocks' matrices with AdamW on the
+    rest. Muon's updates are scaled to AdamW's RMS (consistent_rms=0.2, Liu et al. 2025), so
+    one learning rate and weight decay serve both."""
     t = config.train
-    return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                       optax.adamw(lr_schedule(config), b2=t.b2, weight_decay=t.weight_decay))
+    name = t.get("optimizer", "adamw")
+    if name == "adamw":
+        opt = optax.adamw(lr_schedule(config), b2=t.b2, weight_decay=t.weight_decay)
+    elif name == "muon":
+        opt = optax.contrib.muon(lr_schedule(config), weight_decay=t.weight_decay, adam_b2=t.b2,
+                                 adam_weight_decay=t.weight_decay, consistent_rms=0.2,
+                                 muon_weight_dimension_numbers=_block_matrices)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
 
 
 def init_model(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, dict]:
@@ -148,12 +171,15 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
     saved_model = {**_MODEL_DEFAULTS, **saved["model"]}
     differences = [f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
                    if saved_model.get(k) != config.model[k]]
+    saved_optimizer = saved["train"].get("optimizer", "adamw")
+    if saved_optimizer != config.train.optimizer:  # the optimizer state has another shape
+        differences.append(f"train.optimizer {saved_optimizer!r} vs {config.train.optimizer!r}")
     saved_task = data.DATASETS[saved["data"]["name"]].task
     task = data.DATASETS[config.data.name].task
     if (saved_task.name, saved_task.length) != (task.name, task.length):
         differences.append(f"data.name {saved['data']['name']!r} vs {config.data.name!r}")
     if differences:
-        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model "
+        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model or optimizer "
                             f"({'; '.join(differences)}); use another --workdir or remove it")
 
 

@@ -9,6 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mdm import checkpoint, data, train
@@ -45,9 +46,10 @@ def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
     assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).latest_step() == 4
 
 
-def test_tiny_model_overfits_a_tiny_batch(data_dir):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_tiny_model_overfits_a_tiny_batch(data_dir, optimizer):
     config = tiny(**{"train.lr": 3e-3, "train.steps": 250, "train.warmup_steps": 10,
-                     "model.width": 64, "model.depth": 2})
+                     "model.width": 64, "model.depth": 2, "train.optimizer": optimizer})
     split = data.load("sudoku", "train", data_dir, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
@@ -141,6 +143,21 @@ def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
     assert "unknown preset 'huge'" in preset.stderr
 
 
+def test_muon_orthogonalises_the_blocks_matrices_only():
+    _, params = train.init_model(train.model_config(tiny(), data.DATASETS["sudoku"].task), 0)
+    specs = train._block_matrices(params)
+    is_spec = lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+    muon = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, spec in
+            jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0] if spec is not None}
+    assert muon == {f"blocks/0/{name}/kernel" for name in ("qkv", "attn_out", "mlp_in", "mlp_out")}
+    tx = train.make_optimizer(tiny(**{"train.optimizer": "muon", "train.warmup_steps": 0}))
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    kernel = np.asarray(updates["blocks"][0]["mlp_in"]["kernel"])  # [32, 64]: orthogonalised,
+    singular = np.linalg.svd(kernel, compute_uv=False)            # so its singular values are
+    assert singular.max() / singular.min() < 3                    # close to one another
+
+
 def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     train.train(tiny(**{"eval.sample_examples": 0}), workdir, progress=False)
@@ -148,6 +165,8 @@ def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
         train.train(tiny(**{"model.width": 64}), workdir, progress=False)
     with pytest.raises(train.TrainingError, match="data.name"):
         train.train(tiny(maze_config), workdir, progress=False)
+    with pytest.raises(train.TrainingError, match="train.optimizer 'adamw' vs 'muon'"):
+        train.train(tiny(**{"train.optimizer": "muon"}), workdir, progress=False)
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4
 
 
@@ -159,6 +178,8 @@ def test_structure_on_a_task_without_it_is_one_sentence():
         validate(tiny(**{"model.peer_heads": 5}))
     with pytest.raises(ValueError, match="end_lr_factor"):
         validate(tiny(**{"train.end_lr_factor": 2.0}))
+    with pytest.raises(ValueError, match="config.train.optimizer must be adamw or muon, not 'sgd'"):
+        validate(tiny(**{"train.optimizer": "sgd"}))
 
 
 def test_unwritable_workdir(tmp_path):
