@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 PRESETS = ("quick", "cpu", "paper", "tiny")
+OPTIMIZERS = ("adamw", "muon")
 
 
 STUDY_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "study.py") + ":full"
@@ -167,7 +168,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(t[field] > 0, f"config.train.{field} must be positive, not {t[field]}")
     need(t.batch_size >= 0, f"config.train.batch_size must be positive (or 0: chosen for the devices), "
                             f"not {t.batch_size}")
-    need(t.optimizer in ("adamw", "muon"), f"config.train.optimizer must be adamw or muon, not {t.optimizer!r}")
+    need(t.optimizer in OPTIMIZERS, f"config.train.optimizer must be {' or '.join(OPTIMIZERS)}, not {t.optimizer!r}")
     need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
     need(0 <= t.end_lr_factor <= 1, f"config.train.end_lr_factor must be in [0, 1], not {t.end_lr_factor}")
     need(0 <= t.warmup_steps <= t.steps, f"config.train.warmup_steps must be in [0, steps], not {t.warmup_steps}")

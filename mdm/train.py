@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdm import accelerators, checkpoint, data, diffusion, metrics
-from mdm.config import validate
+from mdm.config import OPTIMIZERS, validate
 from mdm.distributed import is_primary
 from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config
 
@@ -64,9 +64,6 @@ def lr_schedule(config) -> optax.Schedule:
     t = config.train
     return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps,
                                               end_value=t.get("end_lr_factor", 0.1) * t.lr)
-
-
-OPTIMIZERS = ("adamw", "muon")
 
 
 def _block_matrices(params) -> Any:
