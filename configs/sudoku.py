@@ -11,12 +11,15 @@ augmentation, AdamW).
       0.8M parameters, 1,300 steps x 64 = 83,200 examples, learning rate 4e-3. Measured on a
       2-core CPU: top-1 solves 89.5% of the 2,000 held-out puzzles (run runs/sq_muon_lr4,
       which shared the CPU: 25 min 48 s); alone, the same steps with learning rate 2e-3 took
-      15 min 12 s at 1.56 steps/s and solved 88.7%. Short of the 90% target by 0.5 points.
+      15 min 12 s at 1.56 steps/s and solved 88.7%. Short of the 90% target by 0.5 points;
+      batch 32 x 2,600 steps (same examples) solved 90.0% in 17 min 04 s (runs/sq_b32), within
+      one seed's noise and slower, so not adopted.
   python train.py --config configs/sudoku.py:cpu --workdir runs/sudoku_cpu
       0.8M parameters, 4,500 steps x 64 = 288,000 examples, learning rate 2e-3. Measured on a
       2-core CPU: 49 min 23 s at 1.61 steps/s; top-1 solves 94.5% of the 2,000 held-out
       puzzles, EB 94.1% at 11.34 mean model calls (gamma=0.001) and 93.0% at 7.86
-      (gamma=0.01) (pretrained/sudoku_cpu is this run). Short of the 95% target by 0.5 points.
+      (gamma=0.01) (pretrained/sudoku_cpu is this run). Short of the 95% target by 0.5 points;
+      learning rate 4e-3 did worse (94.1%, run runs/sc_lr4).
   python train.py --config configs/sudoku.py:paper --workdir runs/sudoku
       6.3M parameters, the size of the paper's and Kim et al.'s models; for a GPU/TPU
       (not yet measured). Batch size 0: chosen for the device kind (mdm/accelerators.py).
