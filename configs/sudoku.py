@@ -10,10 +10,11 @@ augmentation, AdamW).
   python train.py --config configs/sudoku.py:quick --workdir runs/sudoku_quick
       0.8M parameters, 1,300 steps x 64 = 83,200 examples, learning rate 4e-3. Measured on a
       2-core CPU, alone: 10 min 55 s at 2.17 steps/s (a fast spell of the machine; on a
-      slower day the same steps at lr 2e-3 ran 1.56 steps/s, 15 min 12 s); top-1 solves 89.5% of the 2,000 held-out puzzles (runs/sudoku_quick).
-      Learning rate 2e-3 solved 88.7%. Short of the 90% target by 0.5 points;
-      batch 32 x 2,600 steps (same examples) solved 90.0% in 17 min 04 s (runs/sq_b32), within
-      one seed's noise and slower, so not adopted.
+      slower day the same steps at lr 2e-3 ran 1.56 steps/s, 15 min 12 s); top-1 solves
+      89.5% of the 2,000 held-out puzzles (runs/sudoku_quick). Learning rate 2e-3 solved
+      88.7%. Short of the 90% target by 0.5 points; batch 32 x 2,600 steps (same examples)
+      solved 90.0% in 17 min 04 s (runs/sq_b32, 13% slower per example that day), within one
+      seed's noise, so not adopted; at the cpu budget batch 32 gained nothing (below).
   python train.py --config configs/sudoku.py:cpu --workdir runs/sudoku_cpu
       0.8M parameters, 4,500 steps x 64 = 288,000 examples, learning rate 2e-3. Measured on a
       2-core CPU: 49 min 23 s at 1.61 steps/s; top-1 solves 94.5% of the 2,000 held-out
