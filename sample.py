@@ -7,6 +7,12 @@ accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
 bound.png, tightness.png, limit.png and report.md into the workdir.
 Flags only; the work is in mdm/sampling.py and mdm/study.py.
 """
+
+if __name__ == "__main__":
+    from mdm.allocator import use_fast_allocator
+
+    use_fast_allocator()  # re-executes this command under mimalloc first (MDM_ALLOCATOR=system: off)
+
 import os
 import sys
 import tempfile
@@ -109,9 +115,11 @@ def main(argv):
         rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
     except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
+    from mdm import allocator
+
     primary = distributed.is_primary()
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
-          f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}")
+          f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
     print(study.format_table(rows))
     if _SHOW.value:
         print(study.show(split, outputs[settings[0]], settings[0], _SHOW.value))

@@ -2,6 +2,12 @@
 
 Flags only; the work is in mdm/train.py. Any config field: --config.train.steps=100.
 """
+
+if __name__ == "__main__":
+    from mdm.allocator import use_fast_allocator
+
+    use_fast_allocator()  # re-executes this command under mimalloc first (MDM_ALLOCATOR=system: off)
+
 import sys
 
 from absl import app, flags

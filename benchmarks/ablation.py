@@ -16,6 +16,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    from mdm.allocator import use_fast_allocator
+
+    use_fast_allocator()  # re-executes this command under mimalloc first (MDM_ALLOCATOR=system: off)
 
 import numpy as np  # noqa: E402
 
@@ -80,7 +84,6 @@ def main():
     parser.add_argument("--workdir", default="runs/ablation", help="where the runs go")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    train.tune_allocator()  # as train.py does
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -13,8 +13,10 @@ Groups (no group flag: all of them):
              cumulative sums) as a share of the step
   --speedup  EB against top-1 on a trained checkpoint: wall-clock speed-up beside the NFE
              speed-up, with refill (finished rows take new examples) and with plain batches
-Every row carries the backend, device kind and count, jax version and date; the JSON goes to
-benchmarks/results/benchmarks_<backend>.json unless --out says otherwise.
+Every row carries the backend, device kind and count, jax version, date and the C allocator the
+process ran under (mdm/allocator.py); the JSON goes to benchmarks/results/benchmarks_<backend>.json
+unless --out says otherwise. `--allocators system,mimalloc` runs the chosen groups once per
+allocator, each in a process of its own (MDM_ALLOCATOR set), and puts the rows side by side.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ import json
 import os
 import pathlib
 import platform
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,11 +42,11 @@ GROUPS = ("data", "train", "sampler", "speedup")
 def hardware() -> dict:
     import jax
 
-    from mdm import accelerators
+    from mdm import accelerators, allocator
 
     return {"backend": jax.default_backend(), "device_kind": accelerators.device_kind(),
             "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "jax": jax.__version__, "date": datetime.date.today().isoformat()}
+            "jax": jax.__version__, "date": datetime.date.today().isoformat(), "allocator": allocator.active()}
 
 
 def save(name: str, payload: dict, out: str | None = None) -> pathlib.Path:
@@ -107,17 +112,22 @@ def measure_train(config, steps: int) -> dict:
              "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6)}
     state, m = step(state, batch)  # compile
     jax.block_until_ready(m)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads: XLA's too
     start = time.perf_counter()
     for _ in range(steps):
         state, m = step(state, batch)
     jax.block_until_ready(m)
     seconds = time.perf_counter() - start
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    user_s, system_s = end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime
     flops_per_s = accelerators.train_flops_per_example(cfg) * b * steps / seconds
     peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
     return {"params": count_params(nnx.merge(graphdef, params)), "batch_size": b, "length": task.length,
             "compute_dtype": cfg.compute_dtype, "steps": steps, "steps_per_s": steps / seconds,
             "tokens_per_s": steps * b * task.length / seconds, "model_tflops_per_s": flops_per_s / 1e12,
-            "mfu": flops_per_s / peak if peak else None}
+            "mfu": flops_per_s / peak if peak else None, "user_s": user_s, "system_s": system_s,
+            "system_share": system_s / max(user_s + system_s, 1e-9),
+            "minor_faults_per_step": (end.ru_minflt - usage.ru_minflt) / steps}
 
 
 def slow_here(config) -> bool:
@@ -135,7 +145,8 @@ def bench_train(items: list[str], steps: int):
         mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
         yield row("train", item, r["steps_per_s"], "steps/s",
                   f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
-                  f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}", **r)
+                  f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}; kernel "
+                  f"{r['system_share']:.1%} of CPU time, {r['minor_faults_per_step']:,.0f} page faults/step", **r)
 
 
 def timeit(fn, *args, repeats: int = 10) -> float:
@@ -219,11 +230,12 @@ def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: lis
 
 def format_table(rows: list[dict]) -> str:
     width = max(len(r["item"]) for r in rows)
-    header = f"{'group':<8} {'item':<{width}} {'value':>10} {'unit':<11} detail"
+    header = f"{'group':<8} {'item':<{width}} {'allocator':<9} {'value':>10} {'unit':<11} detail"
     lines = [header, "-" * len(header)]
     for r in rows:
         value = f"{r['value']:,.2f}" if r["value"] < 1e4 else f"{r['value']:,.0f}"
-        lines.append(f"{r['group']:<8} {r['item']:<{width}} {value:>10} {r['unit']:<11} {r['detail']}")
+        lines.append(f"{r['group']:<8} {r['item']:<{width}} {r.get('allocator', ''):<9} {value:>10} "
+                     f"{r['unit']:<11} {r['detail']}")
     return "\n".join(lines)
 
 
@@ -245,8 +257,9 @@ def parse_args(argv):
     parser.add_argument("--examples", type=int, default=1000, help="speedup group: held-out examples")
     parser.add_argument("--gammas", default="0.001,0.01,0.1", help="speedup group: EB budgets")
     parser.add_argument("--batches", default="256", help="speedup group: sampler rows (comma-separated)")
-    parser.add_argument("--default_malloc", action="store_true",
-                        help="leave glibc's allocator settings alone (train.py tunes them)")
+    parser.add_argument("--allocators", default="",
+                        help="run the groups once per C allocator (e.g. system,mimalloc), each in its own "
+                             "process, rows side by side (default: this process's, MDM_ALLOCATOR)")
     parser.add_argument("--out", default=None, help="the JSON (default benchmarks/results/benchmarks_<backend>.json)")
     args = parser.parse_args(argv)
     try:
@@ -254,6 +267,12 @@ def parse_args(argv):
         args.batch_list = [int(b) for b in args.batches.split(",")]
     except ValueError as e:
         parser.error(f"--gammas and --batches take comma-separated numbers ({e})")
+    from mdm import allocator
+
+    args.allocator_list = [a for a in args.allocators.split(",") if a]
+    bad = [a for a in args.allocator_list if a not in allocator.CHOICES]
+    if bad:
+        parser.error(f"--allocators: {bad[0]!r} is not an allocator; expected some of {', '.join(allocator.CHOICES)}")
     for name, value in (("data_n", args.data_n), ("workers", args.workers), ("sampler_batch", args.sampler_batch),
                         ("examples", args.examples), *(("batches", b) for b in args.batch_list)):
         if value <= 0:
@@ -261,11 +280,37 @@ def parse_args(argv):
     return args
 
 
+def rows_per_allocator(argv: list[str], allocators: list[str]) -> list[dict]:
+    """The same command once per allocator, each in a process of its own; their rows in order."""
+    rows = []
+    rest = [a for i, a in enumerate(argv) if not a.startswith("--allocators")
+            and not (i and argv[i - 1] == "--allocators") and not a.startswith("--out")
+            and not (i and argv[i - 1] == "--out")]
+    for name in allocators:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = pathlib.Path(tmp) / "rows.json"
+            print(f"running with MDM_ALLOCATOR={name} ...", file=sys.stderr, flush=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            done = subprocess.run([sys.executable, "-m", "benchmarks", *rest, f"--out={out}"], cwd=ROOT,
+                                  env=dict(os.environ, MDM_ALLOCATOR=name), stdout=subprocess.DEVNULL)
+            if done.returncode:
+                raise ValueError(f"the run with MDM_ALLOCATOR={name} failed (exit {done.returncode})")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            user_s, system_s = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+            process = {"process_user_s": user_s, "process_system_s": system_s,
+                       "process_minor_faults": after.ru_minflt - before.ru_minflt}
+            note = (f"; whole process (compile included): kernel {system_s / max(user_s + system_s, 1e-9):.1%} "
+                    f"of CPU time, {process['process_minor_faults'] / 1e6:.2f}M page faults")
+            rows += [{**r, **process, "detail": r["detail"] + note} for r in json.loads(out.read_text())["rows"]]
+    return rows
+
+
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     chosen = [g for g in GROUPS if getattr(args, g)] or list(GROUPS)
 
-    from mdm import checkpoint, config as mdm_config, data, train
+    from mdm import checkpoint, config as mdm_config, data
 
     mdm_config.quiet_libraries()
     try:
@@ -275,13 +320,12 @@ def main(argv=None) -> int:
         items = args.presets.split(",")
         for item in items:
             config_of(item)  # refuses unknown configs and presets before anything runs
-        tuned = False if args.default_malloc else train.tune_allocator()  # as train.py does
         groups = {"data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),
                   "train": lambda: bench_train(items, args.train_steps),
                   "sampler": lambda: bench_sampler(items, args.sampler_batch),
                   "speedup": lambda: bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)}
-        rows = []
-        for group in chosen:
+        rows = rows_per_allocator(argv, args.allocator_list) if args.allocator_list else []
+        for group in ([] if args.allocator_list else chosen):
             print(f"running the {group} group ...", file=sys.stderr, flush=True)
             for r in groups[group]():
                 rows.append(r)
@@ -290,11 +334,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     hw = hardware()
-    rows = [{**r, **hw, "tuned_allocator": tuned} for r in rows]
+    rows = [{**hw, **r} for r in rows]  # rows from a child keep its allocator
     print(f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
           f"jax {hw['jax']}, {hw['date']}")
     print(format_table(rows))
-    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks " + " ".join(argv)
     save(f"benchmarks_{hw['backend']}", {"command": command, "rows": rows}, args.out)
     return 0
 

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mdm import accelerators, checkpoint, data, diffusion, metrics
+from mdm import accelerators, allocator, checkpoint, data, diffusion, metrics
 from mdm.config import OPTIMIZERS, validate
 from mdm.distributed import is_primary
 from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config
@@ -40,25 +40,6 @@ class TrainState:
 
 
 # ----------------------------------------------------------------------------- building blocks
-
-def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30) -> bool:
-    """Keeps glibc from returning the step's large host buffers to the OS and mapping them
-    again every step (the env vars MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, set from
-    inside the process so notebooks get it too). A no-op off glibc; True when applied."""
-    import ctypes
-    import ctypes.util
-    import os
-
-    if os.environ.get("MDM_DEFAULT_MALLOC") or not ctypes.util.find_library("c"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and \
-            bool(libc.mallopt(m_trim_threshold, trim_threshold))
-    except (OSError, AttributeError):
-        return False
-
 
 def lr_schedule(config) -> optax.Schedule:
     t = config.train
@@ -253,7 +234,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     is not changed (an automatic batch size is resolved on a copy)."""
     config = config.copy_and_resolve_references()
     validate(config)
-    tune_allocator()
     workdir_path = _prepare_workdir(workdir)
     with (_WorkdirLock(workdir_path) if is_primary() else contextlib.nullcontext()):
         return _train(config, workdir, workdir_path, stop_at, progress)
@@ -290,8 +270,8 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
         state = jax.device_put(state, replicated)
     say(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
           f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
-          f"{n_devices} {jax.default_backend()} device(s); data {config.data.name} "
-          f"({len(train_split)} train / {len(test_split)} test)")
+          f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
+          f"data {config.data.name} ({len(train_split)} train / {len(test_split)} test)")
 
     train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))

@@ -45,3 +45,19 @@ def test_bad_preset_is_one_sentence():
     result = run("--train", "--presets", "sudoku:huge", "--out", os.devnull)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'huge'")
+
+
+def test_allocators_side_by_side(data_dir, tmp_path):
+    from mdm import allocator
+
+    out = tmp_path / "alloc.json"
+    result = run("--train", "--presets", "sudoku:tiny", "--train_steps", "2", "--allocators", "system,auto",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    fast = "mimalloc" if sys.platform.startswith("linux") and allocator.find("mimalloc") else "system"
+    assert [r["allocator"] for r in rows] == ["system", fast]
+    assert all(r["process_minor_faults"] > 0 and 0 <= r["system_share"] <= 1 for r in rows)
+    assert "whole process" in rows[0]["detail"]
+    bad = run("--train", "--allocators", "jemallocc")
+    assert bad.returncode == 2 and "'jemallocc' is not an allocator" in bad.stderr

@@ -10,10 +10,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 
 
-def run(args, data_dir, timeout=300):
-    env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
+def run(args, data_dir, timeout=300, **env):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")} | env
+    env.update(WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+TRAINED = {}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +25,25 @@ def workdir(data_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "run"
     out = run(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path}"], data_dir)
     assert out.returncode == 0, out.stderr[-3000:]
+    TRAINED["stdout"] = out.stdout
     return str(path)
+
+
+def fast_allocator() -> str:
+    from mdm import allocator
+
+    return "mimalloc" if sys.platform.startswith("linux") and allocator.find("mimalloc") else "system"
+
+
+def test_entry_points_run_under_the_fast_allocator_and_it_turns_off(workdir, data_dir):
+    assert f"allocator {fast_allocator()};" in TRAINED["stdout"]
+    args = ["sample.py", f"--workdir={workdir}", "--gamma", "1", "--examples", "4", "--batch_size", "4"]
+    on = run(args, data_dir)
+    assert on.returncode == 0, on.stderr[-3000:]
+    assert f"allocator {fast_allocator()}\n" in on.stdout
+    off = run(args, data_dir, MDM_ALLOCATOR="system")
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert "allocator system\n" in off.stdout
 
 
 def test_sample_table_and_files(workdir, data_dir):
