@@ -348,6 +348,23 @@ def model_fn_from(graphdef, params, schedule: str = "linear") -> tuple[Callable,
     return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning, schedule), params
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example):
+    """`generate` compiled ahead of time, once per function, rule, slots and shapes: training's
+    periodic eval and repeated evaluations reuse it (the last 16 are kept)."""
+    shapes = lambda tree: tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
+    key = (apply_fn, cfg, slots, with_trace, jax.tree.structure(params), shapes(params),
+           shapes((tokens_NxL, answer_NxL)), type(seed))
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = generate.lower(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots,
+                                        with_trace, first_example).compile()
+    return _COMPILED[key]
+
+
 def _sample_rows(model_fn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
                  batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int
                  ) -> tuple[dict[str, np.ndarray], float]:
@@ -363,8 +380,8 @@ def _sample_rows(model_fn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: 
         batches = [np.arange(start, start + batch_size) % n for start in range(0, n, batch_size)]
         slots = None
     offset = lambda idx: np.int32(first_example + idx[0])  # each example keeps its own random stream
-    compiled = generate.lower(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
-                              with_trace, offset(batches[0])).compile()
+    compiled = _compiled(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
+                         with_trace, offset(batches[0]))
     start_time = time.perf_counter()
     parts = [compiled(params, tokens[idx], answer_mask[idx], seed, offset(idx)) for idx in batches]
     parts = jax.device_get(jax.block_until_ready(parts))

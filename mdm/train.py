@@ -291,6 +291,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     from tqdm.auto import tqdm
     bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or not is_primary())
     pending = None  # (step, metrics) of a logged step, read one step later: the device never waits
+    step_metrics = None
     clock = {"time": time.time(), "step": start}
     tokens_per_step = config.train.batch_size * task.length
 
@@ -316,7 +317,11 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
             for step in range(start, end):
                 batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
                                        augment=config.train.augment)
+                previous = step_metrics if step > start else None
                 state, step_metrics = train_step(state, shard_batch(batch, batch_sharding))
+                # At most one step in flight: unchecked, the host queues dozens of steps in a
+                # blink and then waits 10-15 s at the next logged step (the bar froze there).
+                jax.block_until_ready(previous)
                 flush()
                 done = step + 1
                 if done % config.train.log_every == 0 or done == end:

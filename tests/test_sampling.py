@@ -348,3 +348,30 @@ def test_trace_model_error_is_the_nll_of_the_reference_tokens():
             assert float(out["trace"]["model_error"][step - 1, ex]) == pytest.approx(expected, rel=1e-5)
         top = np.exp(logq).max(-1)
         np.testing.assert_allclose(np.asarray(out["confidence"][ex])[answer[ex]], top[answer[ex]], rtol=1e-5)
+
+
+def test_evaluate_compiles_once_for_repeated_calls(monkeypatch):
+    """Training's periodic eval calls evaluate with the same model and rule each time: the
+    sampler is compiled on the first call only, also for another seed or new parameters."""
+    from mdm import data
+    from mdm.tasks import Task
+
+    class Exact(Task):
+        def solved(self, tokens, reference, answer_mask):
+            return ((tokens == reference) | ~answer_mask).all(1)
+
+    lowered = []
+    real_lower = sampling.generate.lower
+    monkeypatch.setattr(sampling.generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
+                        raising=False)
+    monkeypatch.setattr(sampling, "_COMPILED", {})
+    apply, w = context_model(9)
+    tokens, answer = problems(n=6, seed=4)
+    split = data.Split(np.asarray(tokens), np.asarray(answer), {}, Exact())
+    cfg = SamplerConfig(rule="eb", gamma=0.2)
+    first = sampling.evaluate((apply, w), split, cfg, batch_size=4)
+    again = sampling.evaluate((apply, jax.tree.map(lambda x: x * 1.0, w)), split, cfg, batch_size=4, seed=1)
+    assert len(lowered) == 1
+    assert first["tokens"].shape == again["tokens"].shape
+    sampling.evaluate((apply, w), split, SamplerConfig(rule="topk", k=1), batch_size=4)
+    assert len(lowered) == 2  # another rule compiles
