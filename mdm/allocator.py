@@ -19,7 +19,7 @@ stops a second try). The environment variable MDM_ALLOCATOR chooses:
 
 A notebook kernel is already running when the notebook starts, so it cannot switch; the
 notebook trains through train.py in a subprocess, which does. To run a whole Jupyter server
-under mimalloc: LD_PRELOAD=$(python -m mdm.allocator) jupyter lab.
+under mimalloc: MIMALLOC_PURGE_DELAY=-1 LD_PRELOAD=$(python -m mdm.allocator) jupyter lab.
 
 Only the standard library is used here: this module runs before numpy or jax are imported.
 """
