@@ -2,7 +2,7 @@
 
 glibc's malloc hands the large host buffers of every XLA step back to the kernel and maps them
 again: on a 2-core CPU a training step of the quick preset makes about 100,000 minor page faults
-and a fifth of training's CPU time goes to the kernel (docs/results.md, "Host allocator").
+and a quarter of training's CPU time goes to the kernel (README, "Host allocator").
 mimalloc keeps those pages (with MIMALLOC_PURGE_DELAY=-1, set here unless the environment sets
 it: freed memory is reused, never handed back). It comes from the `cmeel-mimalloc` wheel, a
 dependency on Linux, so `pip install -e .` is all it takes.
