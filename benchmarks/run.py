@@ -283,15 +283,13 @@ def parse_args(argv):
 def rows_per_allocator(argv: list[str], allocators: list[str]) -> list[dict]:
     """The same command once per allocator, each in a process of its own; their rows in order."""
     rows = []
-    rest = [a for i, a in enumerate(argv) if not a.startswith("--allocators")
-            and not (i and argv[i - 1] == "--allocators") and not a.startswith("--out")
-            and not (i and argv[i - 1] == "--out")]
     for name in allocators:
         with tempfile.TemporaryDirectory() as tmp:
             out = pathlib.Path(tmp) / "rows.json"
             print(f"running with MDM_ALLOCATOR={name} ...", file=sys.stderr, flush=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            done = subprocess.run([sys.executable, "-m", "benchmarks", *rest, f"--out={out}"], cwd=ROOT,
+            child = [*argv, "--allocators=", f"--out={out}"]  # the last value of a flag wins
+            done = subprocess.run([sys.executable, "-m", "benchmarks", *child], cwd=ROOT,
                                   env=dict(os.environ, MDM_ALLOCATOR=name), stdout=subprocess.DEVNULL)
             if done.returncode:
                 raise ValueError(f"the run with MDM_ALLOCATOR={name} failed (exit {done.returncode})")
