@@ -121,6 +121,10 @@ def main(argv):
     print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
     print(study.format_table(rows))
+    for cfg in settings:  # mazes: where the answers fail
+        diag = study.path_diagnostics(outputs[cfg], split)
+        if diag is not None:
+            print(study.format_path_diagnostics(cfg.describe(), diag))
     if _SHOW.value:
         print(study.show(split, outputs[settings[0]], settings[0], _SHOW.value))
     if primary:

@@ -19,7 +19,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = dict(name="sudoku", data_dir="", train_size=-1, test_size=-1)  # -1: registered size
     # positions: learned | rotary | structured (the task's groups, e.g. Sudoku row/column/box);
     # peer_heads: how many heads attend only to positions sharing a group (Sudoku: 20 peers).
-    c.model = dict(width=128, depth=4, heads=4, mlp_ratio=4, positions="learned", peer_heads=0,
+    # loops: the depth blocks run this many times with shared weights (depth x loops layers).
+    c.model = dict(width=128, depth=4, loops=1, heads=4, mlp_ratio=4, positions="learned", peer_heads=0,
                    time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
     # loss_weighting: elbo (w(t) = -alpha'/(1 - alpha), the paper's) or flat (each masked token
     # counts the same); eval always reports the ELBO.
@@ -161,6 +162,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
              f"and config.model.peer_heads > 0 are not available for it")
     need(0 <= config.model.peer_heads <= config.model.heads,
          f"config.model.peer_heads must be in [0, heads={config.model.heads}], not {config.model.peer_heads}")
+    need(isinstance(config.model.loops, int) and config.model.loops >= 1,
+         f"config.model.loops must be a positive integer, not {config.model.loops!r}")
     need(config.model.compute_dtype in ("auto", "float32", "bfloat16"),
          f"config.model.compute_dtype must be auto, float32 or bfloat16, not {config.model.compute_dtype!r}")
     t = config.train

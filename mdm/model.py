@@ -19,6 +19,7 @@ class ModelConfig:
     length: int
     width: int = 128
     depth: int = 4
+    loops: int = 1  # the depth blocks are applied this many times (shared weights: depth x loops layers)
     heads: int = 4
     mlp_ratio: int = 4
     positions: str = "learned"  # "learned", "rotary" or "structured" (needs position_groups)
@@ -43,7 +44,7 @@ class ModelConfig:
             raise ValueError(f"model.width {self.width} must split into {self.heads} heads of even size")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.compute_dtype must be 'float32' or 'bfloat16', not {self.compute_dtype!r}")
-        for name in ("vocab_size", "length", "width", "depth", "heads", "mlp_ratio"):
+        for name in ("vocab_size", "length", "width", "depth", "loops", "heads", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive, not {getattr(self, name)}")
 
@@ -149,8 +150,9 @@ class Transformer(nnx.Module):
             freq = jnp.exp(-jnp.log(10_000.0) * jnp.arange(half) / half)
             feat_BxD = jnp.concatenate([jnp.sin(1000 * t_B[:, None] * freq), jnp.cos(1000 * t_B[:, None] * freq)], -1)
             x_BxLxD = x_BxLxD + self.time_in(feat_BxD.astype(x_BxLxD.dtype))[:, None, :]
-        for block in self.blocks:
-            x_BxLxD = block(x_BxLxD, rotary, bias_1xNxLxL)
+        for _ in range(cfg.loops):  # unrolled: XLA sees loops x depth blocks, weights shared
+            for block in self.blocks:
+                x_BxLxD = block(x_BxLxD, rotary, bias_1xNxLxL)
         return self.head(self.norm_out(x_BxLxD)).astype(jnp.float32)
 
 
@@ -173,6 +175,7 @@ def model_config(config, task) -> ModelConfig:
     peer_heads = m.get("peer_heads", 0)  # absent in checkpoints made before it existed
     structured = m.positions == "structured" or peer_heads
     return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
+                       loops=m.get("loops", 1),
                        heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
                        position_groups=task.position_groups() if structured else (),
                        peer_heads=peer_heads, time_conditioning=m.time_conditioning,

@@ -81,6 +81,39 @@ def write_rows(rows: list[dict], workdir: str | pathlib.Path, name: str) -> tupl
     return csv_path, json_path
 
 
+# ----------------------------------------------------------------------------- path tasks (mazes)
+
+PATH_BUCKETS = (2, 6, 10, 14, 22, 38, 70)  # lower ends of the path-length bins (cells)
+
+
+def path_diagnostics(out: dict, split) -> dict | None:
+    """Where a path task's answers fail (out: sampling.evaluate's): the solve rate per bin of
+    true path length, and how many failures give a path of the wrong length. None when the
+    task's answers are not paths or the examples carry no path length."""
+    given = split.task.answer_path_length(out["tokens"])
+    if given is None or "path_len" not in split.meta:
+        return None
+    length, solved = split.meta["path_len"], np.asarray(out["solved"], bool)
+    edges = list(PATH_BUCKETS) + [np.inf]
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (length >= lo) & (length < hi)
+        if sel.any():
+            name = f"{lo}+" if hi == np.inf or hi > length.max() else f"{lo}-{int(hi) - 1}"
+            bins.append({"path_len": name, "examples": int(sel.sum()), "solve_rate": float(solved[sel].mean())})
+    failed = ~solved
+    return {"bins": bins, "failures": int(failed.sum()),
+            "wrong_length": int((failed & (given != length)).sum()),
+            "malformed": int((failed & (given < 0)).sum())}
+
+
+def format_path_diagnostics(name: str, diag: dict) -> str:
+    """One line: solve rate per path-length bin, failures with the wrong length."""
+    bins = ", ".join(f"{b['path_len']}: {b['solve_rate']:.1%} of {b['examples']}" for b in diag["bins"])
+    return (f"{name}: solved by path length (cells) {bins}; {diag['wrong_length']} of "
+            f"{diag['failures']} failures give a path of the wrong length")
+
+
 # ----------------------------------------------------------------------------- what sample.py asks for
 
 def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **common) -> list[SamplerConfig]:
@@ -523,7 +556,24 @@ def run_study(model_fn, split, study, workdir, writers=None, progress: bool = Tr
     fig.savefig(workdir / "limit.png", dpi=120)
     plt.close(fig)
 
-    report = _report(rows, summary, bound_table, tight, limit, study, len(split), decomposition, calibration)
+    # Path tasks: where answers fail, for top-1 in confidence order, top-1 left to right
+    # (block_size=1) and the EB setting above.
+    paths = []
+    if path_diagnostics(star, split) is not None:
+        order_cfg = SamplerConfig(rule="topk", k=1, proxy=study.proxies[0], block_size=1)
+        order_out = sampling.evaluate(model_fn, split, order_cfg, study.batch_size, study.seed)
+        top1_out = outputs[top1_for(star_cfg)]
+        for name, out in (("top-1, confidence order", top1_out), ("top-1, left to right", order_out),
+                          (star_cfg.describe(), star)):
+            diag = path_diagnostics(out, split)
+            paths.append({"setting": name, "solve_rate": float(np.mean(out["solved"])),
+                          "mean_nfe": float(out["mean_nfe"]), "failures": diag["failures"],
+                          "wrong_length": diag["wrong_length"],
+                          **{f"len_{b['path_len']}": b["solve_rate"] for b in diag["bins"]}})
+        write_rows(paths, workdir, "paths")
+
+    report = _report(rows, summary, bound_table, tight, limit, study, len(split), decomposition, calibration,
+                     paths)
     (workdir / "report.md").write_text(report)
     if writers is not None:
         writers.write_table("study/results", rows)
@@ -544,7 +594,8 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
     return "\n".join(lines)
 
 
-def _report(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration) -> str:
+def _report(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration,
+            paths=()) -> str:
     pct = "{:.1%}"
     parts = [f"# Study report\n\n{n_examples} test examples; settings from the study config "
              f"(keep fraction {study.keep_fraction:g}).\n",
@@ -622,4 +673,10 @@ def _report(rows, summary, bound_table, tight, limit, study, n_examples, decompo
         parts.append(f"At {limit['setting']}: mean NFE {limit['mean_nfe']:.2f} (these examples "
                      "carry no singles depth).\n")
     parts.append("\n![limit](limit.png)\n")
+    if paths:
+        bins = [c for c in paths[0] if c.startswith("len_")]
+        parts += ["\n## Where maze answers fail\n\nSolve rate by the true path's length (cells), and "
+                  "failures whose answer gives a path of the wrong length:\n",
+                  _md_table(paths, ["setting", "solve_rate", "mean_nfe", "failures", "wrong_length"] + bins,
+                            {"solve_rate": pct, "mean_nfe": "{:.2f}", **{b: pct for b in bins}})]
     return "\n".join(parts)

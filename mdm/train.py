@@ -140,8 +140,8 @@ def params_finite(params) -> bool:
 
 # ----------------------------------------------------------------------------- the loop
 
-_MODEL_KEYS = ("width", "depth", "heads", "mlp_ratio", "positions", "peer_heads", "time_conditioning")
-_MODEL_DEFAULTS = {"peer_heads": 0}  # fields added later: absent from older checkpoints
+_MODEL_KEYS = ("width", "depth", "loops", "heads", "mlp_ratio", "positions", "peer_heads", "time_conditioning")
+_MODEL_DEFAULTS = {"peer_heads": 0, "loops": 1}  # fields added later: absent from older checkpoints
 
 
 def _check_compatible(saved: dict, config, workdir: str) -> None:

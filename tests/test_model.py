@@ -86,3 +86,21 @@ def test_structure_without_groups_is_refused():
         ModelConfig(vocab_size=9, length=81, positions="structured")
     with pytest.raises(ValueError, match="peer_heads"):
         _structured_cfg(peer_heads=3)
+
+
+def test_loops_share_weights_and_equal_repeated_blocks():
+    """loops=2 over one block is the 2-block model whose second block is a copy of the first;
+    the parameters do not grow with loops."""
+    looped = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=1, loops=2, heads=2),
+                         rngs=nnx.Rngs(0))
+    plain = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=2, heads=2), rngs=nnx.Rngs(0))
+    once = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=1, heads=2), rngs=nnx.Rngs(0))
+    assert count_params(looped) == count_params(once) < count_params(plain)
+    state = nnx.to_pure_dict(nnx.state(looped))
+    copied = {**state, "blocks": {0: state["blocks"][0], 1: state["blocks"][0]}}
+    nnx.update(plain, copied)
+    tokens = jnp.array([[1, 2, 9, 4, 9, 0, 3, 8]])
+    np.testing.assert_allclose(looped(tokens), plain(tokens), atol=1e-5)
+    assert not np.allclose(looped(tokens), once(tokens), atol=1e-3)
+    with pytest.raises(ValueError, match="loops"):
+        ModelConfig(vocab_size=9, length=8, width=32, heads=2, loops=0)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from mdm import data, sampling, study, train
 
 sys.path.insert(0, ".")
-from configs import study as study_config, sudoku as sudoku_config  # noqa: E402
+from configs import maze_grid as maze_grid_config, study as study_config, sudoku as sudoku_config  # noqa: E402
 
 
 def test_tc_of_hand_made_joints():
@@ -110,6 +110,20 @@ def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
     grids.update(examples=3, tightness_examples=1, **overrides)
     result = study.run_study(sampling.model_fn_from(graphdef, params), split, grids, tmp_path, progress=False)
     assert (tmp_path / "report.md").exists() and result["summary"]
+
+
+def test_study_on_a_path_task_reports_where_answers_fail(data_dir, tmp_path):
+    config = maze_grid_config.get_config("tiny")
+    split = data.load("maze5_grid", "test", data_dir, 500, 500)
+    graphdef, params = train.init_model(train.model_config(config, split.task), 0)
+    grids = study_config.get_config("tiny")
+    grids.update(examples=4, tightness_examples=1, ks=(), taus=(), steps=())
+    result = study.run_study(sampling.model_fn_from(graphdef, params), split, grids, tmp_path, progress=False)
+    assert "## Where maze answers fail" in result["report"]
+    with open(tmp_path / "paths.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["setting"] for r in rows][:2] == ["top-1, confidence order", "top-1, left to right"]
+    assert all(int(r["wrong_length"]) <= int(r["failures"]) <= 4 for r in rows)
 
 
 def test_study_refuses_an_empty_proxy_list():

@@ -17,7 +17,7 @@ from mdm.config import validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from configs import maze as maze_config, sudoku as sudoku_config  # noqa: E402
+from configs import maze as maze_config, maze_grid as maze_grid_config, sudoku as sudoku_config  # noqa: E402
 
 
 def tiny(module=sudoku_config, **overrides):
@@ -34,7 +34,8 @@ def run_cli(args, env_extra=None, timeout=300):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("module", [sudoku_config, maze_config], ids=["sudoku", "maze"])
+@pytest.mark.parametrize("module", [sudoku_config, maze_config, maze_grid_config],
+                         ids=["sudoku", "maze", "maze_grid"])
 def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
     for preset in ("quick", "cpu", "paper", "tiny"):
         validate(module.get_config(preset))

@@ -47,6 +47,11 @@ class Task:
         return {"solved": self.solved(tokens, reference, answer_mask),
                 "token_accuracy": right.sum(1) / np.maximum(answer_mask.sum(1), 1)}
 
+    def answer_path_length(self, tokens: np.ndarray) -> np.ndarray | None:
+        """Path tasks: [N] cells on the path each answer gives (-1 when it is malformed); None
+        for tasks whose answers are not paths."""
+        return None
+
     def position_groups(self) -> tuple[tuple[int, ...], ...]:
         """Structure for the model (see ModelConfig.position_groups); () when the task has none."""
         return ()

@@ -246,6 +246,10 @@ class MazeTask(Task):
     def solved(self, tokens, reference, answer_mask) -> np.ndarray:
         return is_valid_path(tokens, self.n)
 
+    def answer_path_length(self, tokens: np.ndarray) -> np.ndarray:
+        out = [parse(row, self.n)[3] for row in np.atleast_2d(tokens)]
+        return np.array([-1 if p is None else len(p) for p in out])
+
     def augment(self, tokens, answer_mask, rng):
         return augment(tokens, answer_mask, rng, self.n)
 

@@ -1,0 +1,25 @@
+"""Grid mazes (one prompt and one answer token per cell, mdm/tasks/maze_grid.py): presets quick (5x5) and cpu (10x10) for a 2-core CPU, paper (10x10, GPU/TPU), tiny (tests).
+
+The same DFS mazes as configs/maze.py, written so that the answer is local: every head attends
+only to a cell and its four lattice neighbours (both segments), positions are the cell and
+its neighbour pairs (structured), and every training maze gets a random rotation or reflection.
+
+  python train.py --config configs/maze_grid.py:quick --workdir runs/maze5_grid_quick
+      5x5 grid mazes (sequence length 50), 0.8M parameters. Not yet measured.
+  python train.py --config configs/maze_grid.py:cpu --workdir runs/maze10_grid_cpu
+      10x10 grid mazes (sequence length 200), 0.8M parameters. Not yet measured.
+  python train.py --config configs/maze_grid.py:paper --workdir runs/maze10_grid
+      10x10 grid mazes, 6.3M parameters; for a GPU/TPU (not yet measured).
+"""
+from mdm.config import apply_preset, base_config
+
+
+def get_config(preset: str = "quick"):
+    c = base_config()
+    c.data.name = "maze5_grid" if preset in ("quick", "tiny") else "maze10_grid"
+    apply_preset(c, preset, "configs/maze_grid.py")
+    c.model.update(positions="structured", peer_heads=c.model.heads)
+    c.train.augment = True
+    if preset in ("quick", "cpu"):
+        c.train.optimizer = "muon"
+    return c
