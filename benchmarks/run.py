@@ -79,10 +79,10 @@ def bench_data(names: list[str], n: int, workers: int):
 
 def config_of(item: str):
     """'sudoku:quick' -> that preset's config."""
-    from configs import maze, sudoku
+    from configs import maze, maze_grid, sudoku
 
     name, _, preset = item.partition(":")
-    modules = {"sudoku": sudoku, "maze": maze}
+    modules = {"sudoku": sudoku, "maze": maze, "maze_grid": maze_grid}
     if name not in modules:
         raise ValueError(f"unknown config {name!r} in {item!r}; known: {', '.join(modules)}")
     return modules[name].get_config(preset or "quick")

@@ -16,13 +16,12 @@ augmentation, AdamW).
       runs/sudoku_quick --gamma 0,0.01,0.1 --batch_size 256). Before the allocator the
       preset was 1,300 steps (83,200 examples, 10-15 min on glibc's malloc): 89.5%.
   python train.py --config configs/sudoku.py:cpu --workdir runs/sudoku_cpu
-      0.8M parameters, 4,500 steps x 64 = 288,000 examples, learning rate 2e-3. Measured on a
-      2-core CPU: 49 min 23 s at 1.61 steps/s; top-1 solves 94.5% of the 2,000 held-out
-      puzzles, EB 94.1% at 11.34 mean model calls (gamma=0.001) and 93.0% at 7.86
-      (gamma=0.01) (pretrained/sudoku_cpu is this run). Short of the 95% target by 0.5 points;
-      learning rate 4e-3 did worse (94.1%, run runs/sc_lr4), and batch 32 x 9,000 steps (same
-      examples) solved the same 94.45% (runs/sc_b32). Timed on glibc's malloc: not yet re-timed
-      under mimalloc, which makes a step about 1.4x faster (the preset keeps 4,500 steps).
+      0.8M parameters, 8,400 steps x 64 = 537,600 examples, learning rate 2e-3. Measured on a
+      2-core CPU, alone, under mimalloc, data generated: 56 min 58 s (/usr/bin/time, evals
+      included) at 2.60 steps/s (mean of the logged values, 1.92-3.10); top-1 solves 95.7% of
+      the 2,000 held-out puzzles, EB 95.1% at 9.57 mean model calls (gamma=0.001), 94.0% at
+      6.50 (gamma=0.01), 88.4% at 4.55 (gamma=0.1) (python sample.py --workdir runs/sudoku_cpu
+      --gamma 0,0.001,0.01,0.1 --batch_size 256). pretrained/sudoku_cpu is this run.
   python train.py --config configs/sudoku.py:paper --workdir runs/sudoku
       6.3M parameters, the size of the paper's and Kim et al.'s models; for a GPU/TPU
       (not yet measured). Batch size 0: chosen for the device kind (mdm/accelerators.py).
