@@ -1,6 +1,6 @@
 """Samples from a trained checkpoint: python sample.py --workdir runs/sudoku --gamma 0.1
 
-Evaluates every setting on the test split and prints one row each (solve rate, token
+Evaluates every setting on the test split (--split validation: where settings are chosen) and prints one row each (solve rate, token
 accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
 <workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
 `--study` runs the whole study (configs/study.py grids) and writes results.csv, frontier.png,
@@ -20,8 +20,11 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
+from mdm.cli import STUDY_CONFIG, parse_flags, quiet_libraries
+from mdm.sampling import RULE_PARAMS
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), or pretrained/<name>.")
-_SAMPLER = flags.DEFINE_enum("sampler", "eb", ["eb", "topk", "threshold", "random", "ancestral"],
+_SAMPLER = flags.DEFINE_enum("sampler", "eb", list(RULE_PARAMS),
                              "Selection rule (random: a fixed count per step in random order; "
                              "ancestral: MDLM/MD4 ancestral sampling).")
 _GAMMA = flags.DEFINE_list("gamma", ["0.1"], "EB budgets, e.g. 0,0.01,0.1,1 (sampler eb).")
@@ -33,7 +36,9 @@ _PROXY = flags.DEFINE_list("proxy", ["confidence"], "Error proxies: confidence, 
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = argmax (the paper's setting).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass when temperature > 0.")
 _BLOCK = flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block of answer positions (0: off).")
-_EXAMPLES = flags.DEFINE_integer("examples", 0, "Test examples to use (0: the whole split).")
+_EXAMPLES = flags.DEFINE_integer("examples", 0, "Examples to use (0: the whole split).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Held-out split: validation to choose "
+                           "a setting (e.g. gamma), test to report it.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Model rows (slots) per step.")
 _REFILL = flags.DEFINE_bool("refill", True, "Stream examples into finished slots.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -68,7 +73,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
     quiet_libraries()
-    from mdm import checkpoint, distributed, metrics, sampling, study
+    from mdm import checkpoint, distributed, loading, metrics, sampling, study
 
     try:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -77,7 +82,7 @@ def main(argv):
             sys.stdout = open(os.devnull, "w")
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
-        graphdef, params, config = checkpoint.load_model(_WORKDIR.value)
+        graphdef, params, config = loading.load_model(_WORKDIR.value)
         model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
         values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
                   "tau": _numbers("tau", _TAU.value, float), "steps": _numbers("steps", _STEPS.value, int)}
@@ -91,7 +96,7 @@ def main(argv):
                                            settings[0], _SEED.value)
             print(text)
             sys.exit(0 if solved else 1)
-        name, split, note = study.examples_for(config, _DATASET.value, _PUZZLE_FILE.value)
+        name, split, note = study.examples_for(config, _DATASET.value, _PUZZLE_FILE.value, _SPLIT.value)
         if note:
             print(note)
         if _STUDY.value:  # the study config says how many examples
@@ -118,7 +123,7 @@ def main(argv):
     from mdm import allocator
 
     primary = distributed.is_primary()
-    print(f"{len(split)} test examples of {name}, checkpoint {_WORKDIR.value}, "
+    print(f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
     print(study.format_table(rows))
     for cfg in settings:  # mazes: where the answers fail
@@ -133,6 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mdm.config import STUDY_CONFIG, parse_flags, quiet_libraries
-
     app.run(main, flags_parser=lambda argv: parse_flags(argv, {"study_config": STUDY_CONFIG}))

@@ -13,6 +13,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from mdm.cli import parse_flags, quiet_libraries
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sudoku.py:quick.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, results.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0 "
@@ -37,6 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mdm.config import parse_flags, quiet_libraries
-
     app.run(main, flags_parser=parse_flags)

@@ -7,7 +7,7 @@ Every variant starts from the Sudoku `quick` preset (all levers on), switches le
 tries another setting), and
 trains for the same wall-clock budget: its steps are the budget times its own steps/s, measured
 first on this machine (so a lever that costs time pays for it in steps). Then top-1 sampling
-on the first --examples held-out puzzles. One seed per variant.
+on the first --examples validation puzzles (choices are made there, not on test). One seed per variant.
 """
 import argparse
 import os
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.run import measure_train as measure, save  # noqa: E402
 from configs import sudoku as sudoku_config  # noqa: E402
-from mdm import checkpoint, data, sampling, train  # noqa: E402
+from mdm import data, loading, sampling, train  # noqa: E402
 
 OFF = {
     "positions": {"model.positions": "learned"},
@@ -65,8 +65,8 @@ def run(name: str, minutes: float, examples: int, root: pathlib.Path) -> dict:
     start = time.perf_counter()
     train.train(config, str(workdir), progress=False)
     train_s = time.perf_counter() - start
-    graphdef, params, _ = checkpoint.load_model(str(workdir))
-    split = data.load_for(config, "test")
+    graphdef, params, _ = loading.load_model(str(workdir))
+    split = data.load_for(config, "validation")  # the ablation chooses levers: not on test
     split = split.take(np.arange(min(examples, len(split))))
     out = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
                             sampling.SamplerConfig(rule="topk", k=1), batch_size=256)
@@ -80,7 +80,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--minutes", type=float, default=4.0, help="training wall clock per variant")
-    parser.add_argument("--examples", type=int, default=500, help="held-out puzzles for top-1")
+    parser.add_argument("--examples", type=int, default=500, help="validation puzzles for top-1")
     parser.add_argument("--workdir", default="runs/ablation", help="where the runs go")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -68,7 +68,7 @@ def bench_data(names: list[str], n: int, workers: int):
     from mdm import data
 
     for name in names:
-        spec = dataclasses.replace(data.DATASETS[name], train_size=n, test_size=0, seed=123)
+        spec = dataclasses.replace(data.DATASETS[name], train_size=n, test_size=0, validation_size=0, seed=123)
         start = time.perf_counter()
         out = data.generate_splits(spec, workers=workers, progress=False)
         seconds = time.perf_counter() - start
@@ -200,10 +200,10 @@ def bench_sampler(items: list[str], batch: int):
 def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: list[int]):
     import numpy as np
 
-    from mdm import checkpoint, data, sampling, study
+    from mdm import data, loading, sampling, study
     from mdm.sampling import SamplerConfig
 
-    graphdef, params, config = checkpoint.load_model(workdir)
+    graphdef, params, config = loading.load_model(workdir)
     split = data.load_for(config, "test")
     split = split.take(np.arange(min(examples, len(split))))
     model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
@@ -308,9 +308,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     chosen = [g for g in GROUPS if getattr(args, g)] or list(GROUPS)
 
-    from mdm import checkpoint, config as mdm_config, data
+    from mdm import checkpoint, cli, data
 
-    mdm_config.quiet_libraries()
+    cli.quiet_libraries()
     try:
         unknown = [d for d in args.datasets.split(",") if d not in data.DATASETS]
         if "data" in chosen and unknown:

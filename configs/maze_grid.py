@@ -5,7 +5,12 @@ only to a cell and its four lattice neighbours (both segments), positions are th
 its neighbour pairs (structured), and every training maze gets a random rotation or reflection.
 
   python train.py --config configs/maze_grid.py:quick --workdir runs/maze5_grid_quick
-      5x5 grid mazes (sequence length 50), 0.8M parameters. Not yet measured.
+      5x5 grid mazes (sequence length 50), 0.8M parameters, 3,000 steps x 64 = 192,000
+      examples, Muon, learning rate 2e-3. Measured on a 2-core CPU, alone, under mimalloc, data
+      generated: 10 min 59 s (/usr/bin/time, final eval included) at 4.83 steps/s (mean of the
+      logged values); top-1 solves 100.0% of the 2,000 held-out mazes at 25 model calls, EB
+      95.9% at 2.42 (gamma=0.01), 88.2% at 2.14 (gamma=0.1) (python sample.py --workdir
+      runs/maze5_grid_quick --gamma 0,0.01,0.1,1 --batch_size 256).
   python train.py --config configs/maze_grid.py:cpu --workdir runs/maze10_grid_cpu
       10x10 grid mazes (sequence length 200), 0.8M parameters. Not yet measured.
   python train.py --config configs/maze_grid.py:paper --workdir runs/maze10_grid
@@ -26,7 +31,7 @@ def get_config(preset: str = "quick"):
         c.train.steps = c.eval.every = 3000
         c.checkpoint.every = 750
     elif preset == "cpu":  # 0.78 steps/s: length 200
-        c.train.steps = 2200
-        c.eval.every = 1100
-        c.checkpoint.every = 275
+        c.train.steps = 2400
+        c.eval.every = 1200
+        c.checkpoint.every = 300
     return c

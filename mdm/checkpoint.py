@@ -153,27 +153,18 @@ def open_run(workdir: str | pathlib.Path) -> Checkpointer:
     return ckpt
 
 
-def load_model(workdir: str | pathlib.Path, use_ema: bool = True):
-    """(graphdef, params, config) for sampling: the newest restorable checkpoint of a run folder
-    (only its EMA or raw parameters are read), or a released folder (pretrained/..., with a
-    manifest.json) after checking its file against the manifest."""
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-
-    from mdm import data, pretrained
-    from mdm.model import abstract_params
-
-    if pretrained.is_pretrained(workdir):
-        return pretrained.load(workdir)
+def restore_run(workdir: str | pathlib.Path, abstract_fn: Callable, use_ema: bool = True):
+    """(graphdef, params, config dict) of the newest restorable checkpoint of a run folder; only
+    its EMA (or raw) parameters are read. abstract_fn(config dict) -> (graphdef, abstract params)
+    describes the model (mdm.pretrained.abstract_from_config)."""
     ckpt = open_run(workdir)
     try:
-        config = ml_collections.ConfigDict(ckpt.config())
-        graphdef, abstract = abstract_params(config, data.DATASETS[config.data.name].task)
+        config = ckpt.config()
+        graphdef, abstract = abstract_fn(config)
         params = ckpt.restore_params(abstract, "ema" if use_ema else "params")
     finally:
         ckpt.close()
-    return graphdef, jax.tree.map(jnp.asarray, params), config
+    return graphdef, params, config
 
 
 def latest_step(workdir: str | pathlib.Path) -> int:

@@ -5,8 +5,6 @@ ml_collections itself.
 """
 from __future__ import annotations
 
-import pathlib
-
 import ml_collections
 
 from mdm import data, diffusion
@@ -16,7 +14,8 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.preset = ""
     c.seed = 0
-    c.data = dict(name="sudoku", data_dir="", train_size=-1, test_size=-1)  # -1: registered size
+    # -1: the registered size. validation is for choices (training's eval, gamma), test for reports.
+    c.data = dict(name="sudoku", data_dir="", train_size=-1, test_size=-1, validation_size=-1)
     # positions: learned | rotary | structured (the task's groups, e.g. Sudoku row/column/box);
     # peer_heads: how many heads attend only to positions sharing a group (Sudoku: 20 peers).
     # loops: the depth blocks run this many times with shared weights (depth x loops layers).
@@ -43,68 +42,6 @@ def base_config() -> ml_collections.ConfigDict:
 
 PRESETS = ("quick", "cpu", "paper", "tiny")
 OPTIMIZERS = ("adamw", "muon")
-
-
-STUDY_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "study.py") + ":full"
-
-
-def quiet_libraries() -> None:
-    """Keeps library logs (orbax, asyncio) off the terminal: a failed async save is logged there
-    as several tracebacks from background threads, while the error itself reaches the caller,
-    which reports it in one sentence (or raises it, when it is not a known user problem)."""
-    import logging as std_logging
-
-    from absl import logging
-
-    logging.set_verbosity(logging.FATAL)
-    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
-    # After a failed write, tensorstore's pending callbacks find orbax's event loop closed and
-    # print that from their own threads; the failure itself was already raised and reported.
-    import sys
-    import threading
-
-    closed = lambda value: "Event loop is closed" in str(value)
-    previous_hook, previous_unraisable, previous_thread = sys.excepthook, sys.unraisablehook, threading.excepthook
-    sys.excepthook = lambda kind, value, tb: closed(value) or previous_hook(kind, value, tb)
-    sys.unraisablehook = lambda u: closed(u.exc_value) or previous_unraisable(u)
-    threading.excepthook = lambda a: closed(a.exc_value) or previous_thread(a)
-
-
-def parse_flags(argv: list[str], config_defaults: dict[str, str] | None = None) -> list[str]:
-    """absl's flag parser for train.py and sample.py (app.run(main, flags_parser=parse_flags)):
-    a config file that cannot be loaded or an override of a field that does not exist exits
-    with one sentence instead of a traceback.
-
-    Config flags are defined with no default (ml_collections would load a default file, and
-    apply overrides to it, while the flag is defined, where no error can be caught);
-    `config_defaults` names the file a config flag gets when the command line gives none.
-    """
-    import sys
-
-    from absl import flags
-
-    for name, default in (config_defaults or {}).items():
-        if not any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv[1:]):
-            argv = [argv[0], f"--{name}={default}", *argv[1:]]
-    try:
-        rest = flags.FLAGS(argv)
-        for name in ("config", "study_config"):  # config files load lazily: load them now
-            overridden = any(a.startswith(f"--{name}.") for a in argv)
-            if name in flags.FLAGS and (flags.FLAGS[name].present or overridden):
-                flags.FLAGS[name].value.to_dict()
-        return rest
-    except flags.Error as e:  # keep the last line of a wrapped traceback: the reason itself
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        sys.exit(f"error: {lines[-1].strip() if 'Traceback' in str(e) else ' '.join(lines)}")
-    except (AttributeError, KeyError) as e:  # ml_collections: --config.<no such field>=...
-        field = str(e).strip("\"'")
-        given = [a.split("=")[0] for a in argv if a.startswith("--") and f".{field}" in a.split("=")[0]]
-        sys.exit(f"error: {given[0] if given else field}: no such config field ({field!r} is unknown)")
-    except ValueError as e:  # e.g. an unknown preset, raised by the config file's get_config
-        sys.exit(f"error: {e}")
-    except (OSError, ImportError, SyntaxError) as e:
-        reason = str(e).strip().splitlines()[-1].strip()
-        sys.exit(f"error: cannot load the config file: {reason}")
 
 
 def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) -> None:
@@ -145,8 +82,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     need(config.data.name in data.DATASETS,
          f"config.data.name {config.data.name!r} is not a data set; known: {', '.join(data.DATASETS)}")
-    for field in ("train_size", "test_size"):
-        value = config.data[field]
+    for field in ("train_size", "test_size", "validation_size"):
+        value = config.data.get(field, -1)  # validation_size: absent in older checkpoints
         need(value == -1 or value > 0, f"config.data.{field} must be -1 (registered size) or positive, not {value}")
     need(config.diffusion.schedule in diffusion.SCHEDULES,
          f"config.diffusion.schedule must be one of {diffusion.SCHEDULES}, not {config.diffusion.schedule!r}")

@@ -48,7 +48,8 @@ def export(workdir: str, out: str, command: str, dtype: str = "float32") -> dict
 
     from mdm import checkpoint
 
-    graphdef, params, config = checkpoint.load_model(workdir)
+    _, params, config = checkpoint.restore_run(workdir, abstract_from_config)
+    config = ml_collections.ConfigDict(config)
     params = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, dtype)), params)
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,11 +87,17 @@ def _measured(workdir: pathlib.Path) -> dict:
     return {"last_eval": evals[-1] if evals else None}
 
 
+def abstract_from_config(config_dict: dict):
+    """(graphdef, abstract params) of the model a run's saved config describes."""
+    from mdm import data, model
+
+    config = ml_collections.ConfigDict(config_dict)
+    return model.abstract_params(config, data.DATASETS[config.data.name].task)
+
+
 def load(folder: str | pathlib.Path):
     """(graphdef, params, config) of a released folder, after checking file against manifest."""
     from flax import serialization
-
-    from mdm import data, model
 
     folder = pathlib.Path(folder)
     try:
@@ -105,8 +112,7 @@ def load(folder: str | pathlib.Path):
     if _sha256(params_path) != expected:
         raise PretrainedError(f"{params_path} does not match its manifest (sha256 differs): "
                               f"the file was changed or damaged; restore it from git")
-    task = data.DATASETS[config.data.name].task
-    graphdef, abstract = model.abstract_params(config, task)
+    graphdef, abstract = abstract_from_config(manifest["config"])
     try:
         raw = serialization.msgpack_restore(params_path.read_bytes())
         params = serialization.from_state_dict(abstract, raw)

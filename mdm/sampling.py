@@ -21,7 +21,9 @@ import numpy as np
 
 from mdm import diffusion
 
-RULES = ("eb", "topk", "threshold", "random", "ancestral")
+# Each rule and the one SamplerConfig field that sets how much it unmasks per step.
+RULE_PARAMS = {"eb": "gamma", "topk": "k", "threshold": "tau", "random": "steps", "ancestral": "steps"}
+RULES = tuple(RULE_PARAMS)
 PROXIES = ("confidence", "margin", "entropy")
 
 
@@ -63,10 +65,13 @@ class SamplerConfig:
         if self.schedule not in diffusion.SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(diffusion.SCHEDULES)}")
 
+    @property
+    def param(self) -> float:
+        """The value of the rule's own parameter (RULE_PARAMS)."""
+        return getattr(self, RULE_PARAMS[self.rule])
+
     def describe(self) -> str:
-        value = {"eb": f"gamma={self.gamma:g}", "topk": f"k={self.k}", "threshold": f"tau={self.tau:g}",
-                 "random": f"steps={self.steps}", "ancestral": f"steps={self.steps}"}[self.rule]
-        return f"{self.rule} {value} ({self.ranking})"
+        return f"{self.rule} {RULE_PARAMS[self.rule]}={self.param:g} ({self.ranking})"
 
     @property
     def ranking(self) -> str:

@@ -15,11 +15,6 @@ import numpy as np
 from mdm import sampling
 from mdm.sampling import SamplerConfig
 
-def param_of(cfg: SamplerConfig) -> float:
-    return {"eb": cfg.gamma, "topk": cfg.k, "threshold": cfg.tau, "random": cfg.steps,
-            "ancestral": cfg.steps}[cfg.rule]
-
-
 def baseline_proxy(cfg: SamplerConfig) -> str:
     """The proxy of a setting's top-1 baseline: its own, confidence for random orders."""
     return "confidence" if cfg.ranking == "random" else cfg.proxy
@@ -51,7 +46,7 @@ def run_settings(model_fn, split, settings: list[SamplerConfig], batch_size: int
     for cfg in tqdm(settings, desc="settings", disable=not progress or len(settings) < 2):
         base, out = get(top1_for(cfg)), get(cfg)
         rows.append({"setting": cfg.describe(), "rule": cfg.rule, "proxy": cfg.ranking,
-                     "baseline_proxy": baseline_proxy(cfg), "param": param_of(cfg),
+                     "baseline_proxy": baseline_proxy(cfg), "param": cfg.param,
                      **{k: out[k] for k in ("solve_rate", "token_accuracy", "mean_nfe", "median_nfe",
                                             "p95_nfe", "examples_per_s", "wall_s")},
                      "nfe_speedup": base["mean_nfe"] / out["mean_nfe"],
@@ -119,7 +114,7 @@ def format_path_diagnostics(name: str, diag: dict) -> str:
 def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **common) -> list[SamplerConfig]:
     """One SamplerConfig per value of the rule's parameter and per proxy; `values` maps
     gamma/k/tau/steps to lists (only the rule's own is used); `common`: other SamplerConfig fields."""
-    field = {"eb": "gamma", "topk": "k", "threshold": "tau", "random": "steps", "ancestral": "steps"}.get(rule)
+    field = sampling.RULE_PARAMS.get(rule)
     if field is None:
         raise ValueError(f"unknown sampler rule {rule!r}; expected one of {', '.join(sampling.RULES)}")
     if not values.get(field):
@@ -128,9 +123,10 @@ def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **c
     return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values[field]]
 
 
-def examples_for(config, dataset: str = "", puzzle_file: str = ""):
+def examples_for(config, dataset: str = "", puzzle_file: str = "", split: str = "test"):
     """(name, split, note) to evaluate a checkpoint on: a file of the task's puzzles, another
-    registered data set of the same task, or the checkpoint's own test split."""
+    registered data set of the same task, or the checkpoint's own `split` (test: reports;
+    validation: choosing a setting)."""
     from mdm import data
 
     task = data.DATASETS[config.data.name].task
@@ -141,8 +137,8 @@ def examples_for(config, dataset: str = "", puzzle_file: str = ""):
         if dataset not in data.DATASETS or data.DATASETS[dataset].task != task:
             raise ValueError(f"--dataset {dataset!r} is not a data set of this checkpoint's task "
                              f"({config.data.name}); known: {', '.join(data.DATASETS)}")
-        return dataset, data.load(dataset, "test", config.data.data_dir or None), ""
-    return config.data.name, data.load_for(config, "test"), ""
+        return dataset, data.load(dataset, split, config.data.data_dir or None), ""
+    return config.data.name, data.load_for(config, split), ""
 
 
 def show(split, out: dict, cfg: SamplerConfig, count: int) -> str:
@@ -597,7 +593,7 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
 def _report(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration,
             paths=()) -> str:
     pct = "{:.1%}"
-    parts = [f"# Study report\n\n{n_examples} test examples; settings from the study config "
+    parts = [f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
              f"(keep fraction {study.keep_fraction:g}).\n",
              "## Frontier: fewest mean NFE that keeps "
              f"{study.keep_fraction:.0%} of top-1's solve rate\n",

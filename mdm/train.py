@@ -250,7 +250,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
         raise TrainingError(f"config.train.batch_size {config.train.batch_size} does not split "
                             f"over {n_devices} devices")
     train_split = data.load_for(config, "train")
-    test_split = data.load_for(config, "test")
+    eval_split = data.load_for(config, "validation")  # choices are made here; test is for reports
     task = train_split.task
     cfg = model_config(config, task)
     tx = make_optimizer(config)
@@ -271,7 +271,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     say(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
           f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
           f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
-          f"data {config.data.name} ({len(train_split)} train / {len(test_split)} test)")
+          f"data {config.data.name} ({len(train_split)} train / {len(eval_split)} validation for eval)")
 
     train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
@@ -329,7 +329,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
                 bar.update(1)
                 if done % config.eval.every == 0 or done == end:
                     flush()
-                    writers.write(done, evaluate(graphdef, cfg, state.ema, test_split, config, eval_loss))
+                    writers.write(done, evaluate(graphdef, cfg, state.ema, eval_split, config, eval_loss))
                     clock.update(time=time.time())  # eval time is not training time
                 if done % config.checkpoint.every == 0 or done == end or flag.stop:
                     save(done)
@@ -345,7 +345,8 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
 
 
 def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval_loss=None) -> dict:
-    """Test ELBO (bits per answer token) and, when enabled, solve rates of top-1 and EB."""
+    """ELBO (bits per answer token) and, when enabled, solve rates of top-1 and EB on `split`
+    (training passes the validation split)."""
     eval_loss = eval_loss or jax.jit(make_eval_loss(graphdef, cfg, config))
     n = min(config.eval.loss_examples, len(split))
     bs = min(config.eval.batch_size, n)

@@ -31,7 +31,7 @@ def main():
     import jax
     import numpy as np
 
-    from mdm import checkpoint, data, distributed, sampling, train
+    from mdm import checkpoint, data, distributed, loading, sampling, train
 
     assert distributed.initialize(f"localhost:{port}", int(nproc), int(pid))
     assert jax.device_count() == 2 * int(nproc) and jax.local_device_count() == 2
@@ -39,7 +39,7 @@ def main():
         state = train.train(tiny_config(), workdir, progress=False)
         leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
     else:
-        graphdef, params, config = checkpoint.load_model(workdir)
+        graphdef, params, config = loading.load_model(workdir)
         split = data.load_for(config, "test").take(np.arange(10))
         result = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
                                    sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1)

@@ -10,7 +10,7 @@ import sys
 import orbax.checkpoint as ocp
 import pytest
 
-from mdm import checkpoint, train
+from mdm import checkpoint, loading, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,7 +99,7 @@ def _damage(workdir: pathlib.Path, step: int) -> None:
 def test_damaged_latest_checkpoint_falls_back(trained, tmp_path, capsys):
     workdir = copy_of(trained, tmp_path)
     _damage(workdir, 4)
-    graphdef, params, config = checkpoint.load_model(str(workdir))  # sampling: read-only, skips it
+    graphdef, params, config = loading.load_model(str(workdir))  # sampling: read-only, skips it
     err = capsys.readouterr().err
     assert "the checkpoint of step 4" in err and "cannot be restored" in err and "trying step 2" in err
     assert (workdir / "checkpoints" / "4").exists()  # reading never moves anything
@@ -117,7 +117,7 @@ def test_nothing_restorable_is_one_sentence(trained, tmp_path):
     _damage(workdir, 2)
     _damage(workdir, 4)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored"):
-        checkpoint.load_model(str(workdir))
+        loading.load_model(str(workdir))
 
 
 def test_a_second_run_on_a_workdir_is_refused(data_dir, tmp_path):
@@ -154,7 +154,7 @@ def test_only_process_zero_writes_logs(data_dir, tmp_path, monkeypatch):
 
 
 def test_loading_for_sampling_reads_only_the_parameters(trained, monkeypatch):
-    """checkpoint.load_model restores the EMA tree alone: it needs none of the optimizer's code
+    """loading.load_model restores the EMA tree alone: it needs none of the optimizer's code
     and gives the same arrays as restoring the whole train state."""
     import jax
     import numpy as np
@@ -170,7 +170,7 @@ def test_loading_for_sampling_reads_only_the_parameters(trained, monkeypatch):
     def no_optimizer(*args, **kwargs):
         raise AssertionError("sampling must not build the optimizer")
     monkeypatch.setattr(train, "make_optimizer", no_optimizer)
-    _, ema, _ = checkpoint.load_model(str(workdir))
-    _, raw, _ = checkpoint.load_model(str(workdir), use_ema=False)
+    _, ema, _ = loading.load_model(str(workdir))
+    _, raw, _ = loading.load_model(str(workdir), use_ema=False)
     for mine, theirs in ((ema, full.ema), (raw, full.params)):
         assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)))

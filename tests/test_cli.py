@@ -55,8 +55,9 @@ def test_sample_table_and_files(workdir, data_dir):
     assert "NFE x" in out.stdout
     assert (pathlib.Path(workdir) / "sample_results.csv").exists()
     other = run(["sample.py", f"--workdir={workdir}", "--sampler", "random", "--steps", "4",
-                 "--examples", "10", "--norefill", "--show", "1"], data_dir)
+                 "--examples", "10", "--norefill", "--show", "1", "--split", "validation"], data_dir)
     assert other.returncode == 0 and "random steps=4" in other.stdout
+    assert "10 validation examples of sudoku" in other.stdout
     assert "example 0 (random steps=4 (random))" in other.stdout and "-------+" in other.stdout
 
 
@@ -77,6 +78,7 @@ def test_solve_one_puzzle(workdir, data_dir):
     (["--puzzle", "11" + "0" * 79], "row 1 holds 1 twice"),
     (["--puzzle", "x" * 81], "digits 1-9"),
     (["--dataset", "maze5"], "not a data set of this checkpoint's task"),
+    (["--split", "train"], "--split"),
 ])
 def test_bad_input(workdir, data_dir, args, message):
     out = run(["sample.py", f"--workdir={workdir}", *args], data_dir)

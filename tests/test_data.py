@@ -21,6 +21,8 @@ def test_tfds_build_and_read_back(data_dir):
 def test_maze_dataset(data_dir):
     test = data.load("maze5", "test", data_dir, train_size=500, test_size=500)
     assert test.tokens.shape == (500, 101)
+    validation = data.load("maze5", "validation", data_dir, train_size=500, test_size=500)
+    assert len(validation) == 2_000 and not (set(map(bytes, validation.tokens)) & set(map(bytes, test.tokens)))
     assert test.task.check(test.tokens, test.tokens, test.answer_mask)["solved"].all()
     assert (test.meta["path_len"] >= 2).all()
 
@@ -32,6 +34,17 @@ def test_no_puzzle_in_two_splits():
     assert len(set(train_keys)) == len(train_keys) == 1000
     assert len(set(test_keys)) == len(test_keys) == 500
     assert not set(train_keys) & set(test_keys)
+
+
+def test_validation_is_a_third_split_that_leaves_train_and_test_as_they_were():
+    with_val = data.generate_splits(data.DatasetSpec(MazeTask(3), 1000, 500, 300), workers=1, progress=False)
+    without = data.generate_splits(data.DatasetSpec(MazeTask(3), 1000, 500, 0), workers=1, progress=False)
+    assert set(without) == {"train", "test"}
+    for split in ("train", "test"):
+        assert (with_val[split]["tokens"] == without[split]["tokens"]).all()
+    val_keys = list(with_val["validation"]["key"])
+    assert len(set(val_keys)) == len(val_keys) == 300
+    assert not set(val_keys) & (set(with_val["train"]["key"]) | set(with_val["test"]["key"]))
 
 
 def test_too_few_distinct_examples_is_an_error():

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mdm import checkpoint, data, distributed, sampling, train
+from mdm import checkpoint, data, distributed, loading, sampling, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -53,7 +53,7 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
     lines = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(lines) == len({line.split(",")[0] for line in lines})
     # The checkpoint the two processes saved together restores in one process...
-    graphdef, params, loaded_config = checkpoint.load_model(str(workdir))
+    graphdef, params, loaded_config = loading.load_model(str(workdir))
     # ...and sampling split over two processes gives each example what one process gives it.
     _run_two("sample", workdir, out)
     split = data.load_for(loaded_config, "test").take(np.arange(10))

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from mdm import checkpoint, pretrained, train
+from mdm import checkpoint, loading, pretrained, train
 from test_train import tiny
 
 
@@ -23,8 +23,8 @@ def test_export_then_load_gives_the_ema(released):
     assert manifest["step"] == 4 and manifest["examples_seen"] == 4 * 8
     assert manifest["results"]["last_eval"]["eval/top1_solve_rate"] >= 0
     assert manifest["config"]["model"]["positions"] == "structured"
-    _, ema, _ = checkpoint.load_model(str(root / "run"))
-    graphdef, params, config = checkpoint.load_model(str(root / "out"))
+    _, ema, _ = loading.load_model(str(root / "run"))
+    graphdef, params, config = loading.load_model(str(root / "out"))
     assert config.model.peer_heads == 1
     for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -40,7 +40,7 @@ def test_a_changed_file_is_refused(released, tmp_path):
     raw[-1] ^= 1
     (folder / pretrained.PARAMS).write_bytes(bytes(raw))
     with pytest.raises(pretrained.PretrainedError, match="does not match its manifest"):
-        checkpoint.load_model(str(folder))
+        loading.load_model(str(folder))
 
 
 def test_a_file_of_another_model_is_refused(released, tmp_path):
@@ -52,7 +52,7 @@ def test_a_file_of_another_model_is_refused(released, tmp_path):
     manifest["config"]["model"]["width"] = 64
     (folder / pretrained.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(pretrained.PretrainedError, match="does not hold the parameters"):
-        checkpoint.load_model(str(folder))
+        loading.load_model(str(folder))
 
 
 def test_sample_cli_on_a_released_folder(released, data_dir, tmp_path):
@@ -93,7 +93,7 @@ def test_shipped_checkpoints_load_and_predict(name):
     from mdm import sampling
 
     folder = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / name
-    graphdef, params, config = checkpoint.load_model(str(folder))
+    graphdef, params, config = loading.load_model(str(folder))
     manifest = json.loads((folder / pretrained.MANIFEST).read_text())
     assert manifest["examples_seen"] == manifest["step"] * config.train.batch_size
     apply_fn, _ = sampling.model_fn_from(graphdef, params)

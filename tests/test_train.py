@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from mdm import checkpoint, data, train
+from mdm import checkpoint, data, loading, train
 from mdm.config import validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
     assert "SIGTERM: saved step" in out
     step = checkpoint.Checkpointer(workdir, read_only=True).latest_step()
     assert step is not None and 0 < step < 100000
-    graphdef, params, config = checkpoint.load_model(str(workdir))
+    graphdef, params, config = loading.load_model(str(workdir))
     assert config.train.steps == 100000
 
 
@@ -129,6 +129,10 @@ def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
                        "--config.train.nope=1"], env)
     assert unknown.returncode != 0
     assert unknown.stderr.strip().splitlines() == ["error: --config.train.nope: no such config field ('nope' is unknown)"]
+    typo = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a",
+                    "--config.trian.steps=1"], env)
+    assert typo.stderr.strip().splitlines() == ["error: --config.trian.steps: no such config field ('trian' is "
+                                                "unknown; did you mean 'train'?)"]
     missing = run_cli(["train.py", "--config", "configs/nope.py:tiny", f"--workdir={tmp_path}/d"], env)
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines() == ["error: cannot load the config file: [Errno 2] No such file "

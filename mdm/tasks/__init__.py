@@ -12,7 +12,7 @@ from mdm.tasks.sudoku import SudokuTask
 
 DATASETS = {
     "sudoku": DatasetSpec(SudokuTask(), 48_000, 2_000, settings=(("clues", 30),)),
-    "sudoku_minimal": DatasetSpec(SudokuTask(), 0, 2_000, settings=(("minimal", True),), seed=1),
+    "sudoku_minimal": DatasetSpec(SudokuTask(), 0, 2_000, 0, settings=(("minimal", True),), seed=1),
     "maze10": DatasetSpec(MazeTask(10), 48_000, 2_000),
     "maze5": DatasetSpec(MazeTask(5), 48_000, 2_000),
     "maze5_grid": DatasetSpec(GridMazeTask(5), 48_000, 2_000),

@@ -77,15 +77,19 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A registered data set: a task, its generator settings, split sizes and seed."""
+    """A registered data set: a task, its generator settings, split sizes and seed.
+
+    validation is for choices (presets, a sampler's gamma), test for reporting them."""
     task: Task
     train_size: int
     test_size: int
+    validation_size: int = 2_000
     settings: tuple[tuple[str, object], ...] = ()  # keyword arguments of task.generate
     seed: int = 0
 
     def sizes(self) -> dict[str, int]:
-        return {s: n for s, n in (("train", self.train_size), ("test", self.test_size)) if n}
+        return {s: n for s, n in (("train", self.train_size), ("test", self.test_size),
+                                  ("validation", self.validation_size)) if n}
 
     def generate_chunk(self, size: int, stream: tuple[int, ...]) -> dict[str, np.ndarray]:
         """`size` examples from the random stream `stream`; deterministic in it."""
