@@ -1,11 +1,13 @@
 """Samples from a trained checkpoint: python sample.py --workdir runs/sudoku --gamma 0.1
 
-Evaluates every setting on the test split (--split validation: where settings are chosen) and prints one row each (solve rate, token
-accuracy, NFE, speed-ups against top-1 with the same proxy); rows also go to
+Evaluates every setting on the test split (--split validation: where settings are chosen) and
+prints one row each (solve rate, token accuracy, NFE, speed-ups against top-1 with the same
+proxy); rows also go to
 <workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
 `--study` runs the whole study (configs/study.py grids) and writes results.csv, frontier.png,
 bound.png, tightness.png, limit.png and report.md into the workdir.
-Flags only; the work is in mdm/sampling.py and mdm/study.py.
+Flags and the glue they need (settings from flags, which examples, drawing, one typed-in puzzle);
+the work is in mdm/sampling.py and mdm/study.py.
 """
 
 if __name__ == "__main__":
@@ -21,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mdm.cli import STUDY_CONFIG, parse_flags, quiet_libraries
-from mdm.sampling import RULE_PARAMS
+from mdm.sampling import RULE_PARAMS, SamplerConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), or pretrained/<name>.")
 _SAMPLER = flags.DEFINE_enum("sampler", "eb", list(RULE_PARAMS),
@@ -62,6 +64,65 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this on
 flags.mark_flag_as_required("workdir")
 
 
+# ----------------------------------------------------------------------------- what the flags ask for
+
+def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **common) -> list[SamplerConfig]:
+    """One SamplerConfig per value of the rule's parameter and per proxy; `values` maps
+    gamma/k/tau/steps to lists (only the rule's own is used); `common`: other SamplerConfig fields."""
+    field = RULE_PARAMS.get(rule)
+    if field is None:
+        raise ValueError(f"unknown sampler rule {rule!r}; expected one of {', '.join(RULE_PARAMS)}")
+    if not values.get(field):
+        raise ValueError(f"--{field} needs at least one value")
+    proxies = ["confidence"] if rule in ("random", "ancestral") else proxies
+    return [SamplerConfig(rule=rule, proxy=p, **{field: v}, **common) for p in proxies for v in values[field]]
+
+
+def examples_for(config, dataset: str = "", puzzle_file: str = "", split: str = "test"):
+    """(name, split, note) to evaluate a checkpoint on: a file of the task's puzzles, another
+    registered data set of the same task, or the checkpoint's own `split` (test: reports;
+    validation: choosing a setting)."""
+    from mdm import data
+
+    task = data.DATASETS[config.data.name].task
+    if puzzle_file:
+        tokens, answer_mask, summary = task.read_file(puzzle_file)
+        return puzzle_file, data.Split(tokens, answer_mask, {}, task), f"{puzzle_file}: {summary}"
+    if dataset:
+        if dataset not in data.DATASETS or data.DATASETS[dataset].task != task:
+            raise ValueError(f"--dataset {dataset!r} is not a data set of this checkpoint's task "
+                             f"({config.data.name}); known: {', '.join(data.DATASETS)}")
+        return dataset, data.load(dataset, split, config.data.data_dir or None), ""
+    return config.data.name, data.load_for(config, split), ""
+
+
+def show(split, out: dict, cfg: SamplerConfig, count: int) -> str:
+    """The first `count` examples as sampled (out: sampling.evaluate's), drawn by their task."""
+    parts = []
+    for i in range(min(count, len(split))):
+        solved = "solved" if out["solved"][i] else "NOT solved"
+        parts.append(f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}\n"
+                     + split.task.render(out["tokens"][i], split.answer_mask[i], out["fill_step"][i]))
+    return "\n".join(parts)
+
+
+def solve_one(model_fn, task, text: str, cfg: SamplerConfig, seed: int = 0) -> tuple[str, bool]:
+    """One puzzle a user typed (task.parse): (the answer drawn with the call that filled each
+    position, whether it is a solution)."""
+    from mdm import data
+
+    tokens, answer_mask = task.parse(text)
+    split = data.Split(tokens[None], answer_mask[None], {}, task)
+    from mdm import sampling
+
+    out = sampling.evaluate(model_fn, split, cfg, batch_size=1)
+    solved = bool(out["solved"][0])
+    header = (f"{cfg.describe()}: {int(out['nfe'][0])} model calls, "
+              f"{'a valid solution' if solved else 'NOT a valid solution'}; "
+              f"(n) = the call that filled the cell, clues have none")
+    return header + "\n" + task.render(out["tokens"][0], answer_mask, out["fill_step"][0]), solved
+
+
 def _numbers(name, values, cast):
     try:
         return [cast(v) for v in values]
@@ -73,7 +134,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
     quiet_libraries()
-    from mdm import checkpoint, distributed, loading, metrics, sampling, study
+    from mdm import checkpoint, distributed, loading, metrics, report, sampling, stats, study
 
     try:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -86,17 +147,17 @@ def main(argv):
         model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
         values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
                   "tau": _numbers("tau", _TAU.value, float), "steps": _numbers("steps", _STEPS.value, int)}
-        settings = study.sampler_settings(_SAMPLER.value, values, _PROXY.value, temperature=_TEMPERATURE.value,
+        settings = sampler_settings(_SAMPLER.value, values, _PROXY.value, temperature=_TEMPERATURE.value,
                                           top_p=_TOP_P.value, block_size=_BLOCK.value,
                                           schedule=config.diffusion.schedule)
         if _PUZZLE.value:
             from mdm import data
 
-            text, solved = study.solve_one(model_fn, data.DATASETS[config.data.name].task, _PUZZLE.value,
+            text, solved = solve_one(model_fn, data.DATASETS[config.data.name].task, _PUZZLE.value,
                                            settings[0], _SEED.value)
             print(text)
             sys.exit(0 if solved else 1)
-        name, split, note = study.examples_for(config, _DATASET.value, _PUZZLE_FILE.value, _SPLIT.value)
+        name, split, note = examples_for(config, _DATASET.value, _PUZZLE_FILE.value, _SPLIT.value)
         if note:
             print(note)
         if _STUDY.value:  # the study config says how many examples
@@ -125,15 +186,15 @@ def main(argv):
     primary = distributed.is_primary()
     print(f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
-    print(study.format_table(rows))
+    print(report.format_table(rows))
     for cfg in settings:  # mazes: where the answers fail
-        diag = study.path_diagnostics(outputs[cfg], split)
+        diag = stats.path_diagnostics(outputs[cfg], split)
         if diag is not None:
-            print(study.format_path_diagnostics(cfg.describe(), diag))
+            print(report.format_path_diagnostics(cfg.describe(), diag))
     if _SHOW.value:
-        print(study.show(split, outputs[settings[0]], settings[0], _SHOW.value))
+        print(show(split, outputs[settings[0]], settings[0], _SHOW.value))
     if primary:
-        csv_path, _ = study.write_rows(rows, _WORKDIR.value, "sample_results")
+        csv_path, _ = report.write_rows(rows, _WORKDIR.value, "sample_results")
         print(f"rows written to {csv_path} and .json")
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from mdm import study
+from mdm import report, stats
 from mdm.data import Split
 from mdm.model import ModelConfig
 from mdm.tasks import maze, maze_grid
@@ -123,10 +123,10 @@ def test_path_diagnostics_on_a_hand_made_case():
     answers[3, n * n + on[1]], answers[3, n * n + off[0]] = maze_grid.OFF, maze_grid.ON  # same count, wrong cells
     task = GridMazeTask(n)
     split = Split(reference, np.zeros_like(reference, bool), {"path_len": np.array(lengths, np.int32)}, task)
-    diag = study.path_diagnostics({"tokens": answers, "solved": task.solved(answers, reference, None)}, split)
+    diag = stats.path_diagnostics({"tokens": answers, "solved": task.solved(answers, reference, None)}, split)
     assert [(b["path_len"], b["examples"], b["solve_rate"]) for b in diag["bins"]] == \
         [("2-5", 2, 0.5), ("6-9", 1, 1.0), ("14+", 1, 0.0)]
     assert (diag["failures"], diag["wrong_length"]) == (2, 1)
-    assert "1 of 2 failures" in study.format_path_diagnostics("x", diag)
+    assert "1 of 2 failures" in report.format_path_diagnostics("x", diag)
     sudoku_like = Split(reference, np.zeros_like(reference, bool), {}, task)
-    assert study.path_diagnostics({"tokens": answers, "solved": np.ones(4, bool)}, sudoku_like) is None
+    assert stats.path_diagnostics({"tokens": answers, "solved": np.ones(4, bool)}, sudoku_like) is None

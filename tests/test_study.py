@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mdm import data, sampling, study, train
+from mdm import data, sampling, stats, study, train
 
 sys.path.insert(0, ".")
 from configs import maze_grid as maze_grid_config, study as study_config, sudoku as sudoku_config  # noqa: E402
@@ -15,17 +15,17 @@ from configs import maze_grid as maze_grid_config, study as study_config, sudoku
 def test_tc_of_hand_made_joints():
     # Two copies of one fair coin: TC = ln 2 and the bound sum - max = ln 2 (tight).
     copies = np.array([[0.5, 0.0], [0.0, 0.5]])
-    tc, sum_h, max_h = study.total_correlation(copies)
+    tc, sum_h, max_h = stats.total_correlation(copies)
     assert tc == pytest.approx(np.log(2)) and sum_h - max_h == pytest.approx(np.log(2))
     # Independent variables: TC = 0.
     independent = np.outer([0.2, 0.8], [0.6, 0.3, 0.1])
-    assert study.total_correlation(independent)[0] == pytest.approx(0.0, abs=1e-12)
+    assert stats.total_correlation(independent)[0] == pytest.approx(0.0, abs=1e-12)
     # Three fair bits with x3 = x1 xor x2: pairwise independent, TC = 3 ln2 - 2 ln2 = ln 2.
     xor = np.zeros((2, 2, 2))
     for a in range(2):
         for b in range(2):
             xor[a, b, a ^ b] = 0.25
-    assert study.total_correlation(xor)[0] == pytest.approx(np.log(2))
+    assert stats.total_correlation(xor)[0] == pytest.approx(np.log(2))
 
 
 @settings(max_examples=50, deadline=None)
@@ -33,7 +33,7 @@ def test_tc_of_hand_made_joints():
        concentration=st.sampled_from([0.1, 1.0, 10.0]))
 def test_tc_between_zero_and_the_bound(seed, k, vocab, concentration):
     joint = np.random.default_rng(seed).dirichlet([concentration] * vocab ** k).reshape([vocab] * k)
-    tc, sum_h, max_h = study.total_correlation(joint)
+    tc, sum_h, max_h = stats.total_correlation(joint)
     assert -1e-9 <= tc <= sum_h - max_h + 1e-9
 
 
@@ -156,7 +156,7 @@ def test_error_decomposition_looks_at_the_first_wrong_step_only():
              "step": np.array([1, 2, 3, 1, 2, 1, 2]), "wrong": np.array([0, 1, 1, 2, 5, 0, 0]),
              "model_error": np.array([0.01, 2.0, 9.0, 0.1, 9.0, 0.0, 0.02]),
              "bound": np.array([0.0, 0.5, 9.0, 1.0, 9.0, 0.0, 0.0])}
-    row, = study.error_decomposition(steps, ["s"])
+    row, = stats.error_decomposition(steps, ["s"])
     assert row["examples_with_an_error"] == 2
     assert row["model_dominates"] == 0.5
     assert row["mean_model_error_at_failure"] == pytest.approx((2.0 + 0.1) / 2)
@@ -170,6 +170,6 @@ def test_reliability_bins_tokens_by_confidence():
         tokens = np.array([[1, 2, 3, 4]])
         answer_mask = np.array([[True, True, True, False]])
     out = {"tokens": np.array([[1, 0, 3, 9]]), "confidence": np.array([[0.95, 0.92, 0.35, 0.0]])}
-    rows = study.reliability(out, Split())
+    rows = stats.reliability(out, Split())
     assert [(r["tokens"], r["accuracy"]) for r in rows] == [(1, 1.0), (2, 0.5)]
-    assert study.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))
+    assert stats.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))

@@ -1,0 +1,273 @@
+"""The study's report: tables as text, CSV/JSON and markdown, and its figures (matplotlib, Agg).
+Nothing here computes a statistic (mdm/stats.py) or calls a model (mdm/study.py)."""
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+import numpy as np
+
+from mdm import stats
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'setting':<32} {'solved':>7} {'tok acc':>7} {'NFE mean':>8} {'med':>5} {'p95':>5} " \
+             f"{'NFE x':>6} {'wall x':>6} {'ex/s':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['setting']:<32} {r['solve_rate']:>7.1%} {r['token_accuracy']:>7.1%} "
+                     f"{r['mean_nfe']:>8.2f} {r['median_nfe']:>5.0f} {r['p95_nfe']:>5.0f} "
+                     f"{r['nfe_speedup']:>6.2f} {r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}")
+    return "\n".join(lines)
+
+
+def write_rows(rows: list[dict], workdir: str | pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    workdir = pathlib.Path(workdir)
+    csv_path, json_path = workdir / f"{name}.csv", workdir / f"{name}.json"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path.write_text(json.dumps(rows, indent=1))
+    return csv_path, json_path
+
+
+def format_path_diagnostics(name: str, diag: dict) -> str:
+    """One line: solve rate per path-length bin, failures with the wrong length."""
+    bins = ", ".join(f"{b['path_len']}: {b['solve_rate']:.1%} of {b['examples']}" for b in diag["bins"])
+    return (f"{name}: solved by path length (cells) {bins}; {diag['wrong_length']} of "
+            f"{diag['failures']} failures give a path of the wrong length")
+
+
+def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
+    formats = formats or {}
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(formats.get(c, "{}").format(r[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+PCT = "{:.1%}"
+
+
+def markdown(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration,
+             paths=()) -> str:
+    """report.md: every table of the study with a line on how to read it."""
+    return "\n".join(_head(rows, summary, bound_table, study, n_examples, decomposition, calibration)
+                     + _tightness_section(tight, study) + _limit_section(limit) + _paths_section(paths))
+
+
+def _head(rows, summary, bound_table, study, n_examples, decomposition, calibration) -> list[str]:
+    pct = PCT
+    return [f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
+             f"(keep fraction {study.keep_fraction:g}).\n",
+             "## Frontier: fewest mean NFE that keeps "
+             f"{study.keep_fraction:.0%} of top-1's solve rate\n",
+             _md_table(summary, ["rule", "proxy", "top1_solve_rate", "top1_mean_nfe", "best_setting",
+                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup"],
+                       {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}",
+                        "best_mean_nfe": "{:.2f}", "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
+             "\n![frontier](frontier.png)\n\n## Every setting\n",
+             _md_table(rows, ["setting", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe", "nfe_speedup",
+                              "wall_speedup"],
+                       {"solve_rate": pct, "token_accuracy": pct, "mean_nfe": "{:.2f}", "p95_nfe": "{:.0f}",
+                        "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
+             "\n## Does error grow with the bound?\n\nSteps pooled over every EB and top-k setting, "
+             "binned by the bound value sum(H) - max(H) of the set they unmasked:\n",
+             _md_table(bound_table, ["rule", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
+                       {"error_rate": "{:.2%}"}),
+             "\n![bound](bound.png)\n",
+             "\n## Which term fails: model error or dependence\n\nThe answer is unique, so while the "
+             "context is right the paper's model-error term of a step is exactly sum over its set of "
+             "-log q(reference token); the dependence term is sum(H) - max(H), which EB caps at gamma. "
+             "At each failing example's first wrong step (its context still right):\n",
+             _md_table(decomposition, ["setting", "examples_with_an_error", "mean_model_error_at_failure",
+                                       "mean_bound_at_failure", "model_dominates", "mean_model_error_per_step",
+                                       "mean_bound_per_step"],
+                       {"mean_model_error_at_failure": "{:.3f}", "mean_bound_at_failure": "{:.3f}",
+                        "model_dominates": pct, "mean_model_error_per_step": "{:.4f}",
+                        "mean_bound_per_step": "{:.4f}"}),
+             f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n",
+             _md_table(calibration, ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
+                       {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}",
+                        "accuracy": "{:.3f}"}),
+             "\n![reliability](reliability.png)\n"]
+
+
+def _tightness_section(tight: list[dict], study) -> list[str]:
+    parts: list[str] = []
+    if tight:
+        b = np.array([r["bound"] for r in tight])
+        lines = [f"\n## Tightness (EB gamma={study.tightness_gamma:g}, {len(tight)} steps that unmasked 2 or 3 "
+                 "positions)\n",
+                 "TC is the total correlation of the model's own joint over the chosen positions, built by the "
+                 "chain rule with extra forward passes (earlier positions filled in with every value). Two "
+                 "bounds: the one EB uses, sum(H) - max(H) of the network's direct marginals (what the "
+                 "sampler saw), and the same expression on the joint's own marginals, which is >= TC by "
+                 "construction. The two agree only as far as the direct marginals match the joint's. Two "
+                 "orders of the chain rule:\n"]
+        for name in ("confidence_order", "reverse_order"):
+            tc = np.array([r[f"tc_{name}"] for r in tight])
+            joint_b = np.array([r[f"joint_bound_{name}"] for r in tight])
+            tv = np.array([r[f"marginal_tv_{name}"] for r in tight])
+            over = b >= tc - 1e-9
+            lines.append(f"- {name}: EB's bound >= TC in {over.mean():.1%} of steps, the joint's own bound in "
+                         f"{(joint_b >= tc - 1e-9).mean():.1%}; mean EB bound {b.mean():.4f}, mean joint bound "
+                         f"{joint_b.mean():.4f}, mean TC {tc.mean():.4f} nats; where EB's bound >= TC, it exceeds "
+                         f"TC by {(b - tc)[over].mean() if over.any() else float('nan'):.4f} nats on average; "
+                         f"median TC / EB bound "
+                         f"{np.median(tc[b > 1e-6] / b[b > 1e-6]) if (b > 1e-6).any() else float('nan'):.3f}; "
+                         f"direct vs joint marginals: mean total variation {tv.mean():.4f} (max {tv.max():.4f})")
+        diff = np.abs(np.array([r["tc_confidence_order"] - r["tc_reverse_order"] for r in tight]))
+        lines.append(f"- the two orders differ by {diff.mean():.4f} nats on average (max {diff.max():.4f}): "
+                     "the network's conditionals are not exactly those of one joint.\n")
+        parts += lines + ["![tightness](tightness.png)\n"]
+    return parts
+
+
+def _limit_section(limit: dict) -> list[str]:
+    parts: list[str] = []
+    parts.append("\n## The parallel limit\n")
+    if "mean_depth" in limit:
+        parts.append(
+            f"At {limit['setting']} (the EB setting with the fewest NFE that keeps the solve rate): "
+            f"on the {limit['examples_with_depth']} puzzles that singles solve, mean singles depth "
+            f"{limit['mean_depth']:.2f}, mean NFE {limit['mean_nfe']:.2f}, mean NFE / depth "
+            f"{limit['mean_ratio_nfe_over_depth']:.2f}, solve rate {limit['solve_rate']:.1%}. "
+            f"The {limit['beyond_singles']} puzzles that need more than singles: mean NFE "
+            f"{limit['beyond_singles_mean_nfe']:.2f}, solve rate {limit['beyond_singles_solve_rate']:.1%}.\n")
+    elif "mean_path_len" in limit:
+        parts.append(f"At {limit['setting']}: mean path length {limit['mean_path_len']:.2f} cells, "
+                     f"mean NFE {limit['mean_nfe']:.2f}, correlation of NFE with path length "
+                     f"{limit['corr_nfe_path_len']:.2f}.\n")
+    else:
+        parts.append(f"At {limit['setting']}: mean NFE {limit['mean_nfe']:.2f} (these examples "
+                     "carry no singles depth).\n")
+    parts.append("\n![limit](limit.png)\n")
+    return parts
+
+
+def _paths_section(paths: list[dict]) -> list[str]:
+    pct, parts = PCT, []
+    if paths:
+        bins = [c for c in paths[0] if c.startswith("len_")]
+        parts += ["\n## Where maze answers fail\n\nSolve rate by the true path's length (cells), and "
+                  "failures whose answer gives a path of the wrong length:\n",
+                  _md_table(paths, ["setting", "solve_rate", "mean_nfe", "failures", "wrong_length"] + bins,
+                            {"solve_rate": pct, "mean_nfe": "{:.2f}", **{b: pct for b in bins}})]
+    return parts
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _figure(size):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=size)
+
+
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_frontier(rows: list[dict], path) -> None:
+    """Solve rate against mean NFE, one curve per rule and proxy; top-1 starred."""
+    plt, fig, ax = _figure((7, 4.5))
+    for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
+        group = sorted([r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)], key=lambda r: r["mean_nfe"])
+        style = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}[rule]
+        ax.plot([r["mean_nfe"] for r in group], [r["solve_rate"] for r in group], style, ms=4,
+                label=f"{rule} ({proxy})")
+    for r in rows:
+        if r["rule"] == "topk" and r["param"] == 1 and r["proxy"] == "confidence":
+            ax.plot([r["mean_nfe"]], [r["solve_rate"]], "k*", ms=14, label="top-1")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean NFE per example")
+    ax.set_ylabel("solve rate")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(plt, fig, path)
+
+
+def plot_bound(table: list[dict], path) -> None:
+    """Fraction of wrong tokens against the step's bound (stats.bound_table), per rule."""
+    plt, fig, ax = _figure((6, 4))
+    for rule in ("eb", "topk"):
+        rows = [r for r in table if r["rule"] == rule]
+        ax.plot([max(r["median_bound"], 1e-4) for r in rows], [r["error_rate"] for r in rows],
+                "-o" if rule == "eb" else "--s", label=rule)
+    ax.set_xscale("log")
+    ax.set_xlabel("bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)")
+    ax.set_ylabel("fraction of its tokens that are wrong")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(plt, fig, path)
+
+
+def plot_reliability(calibration: list[dict], label: str, path) -> None:
+    plt, fig, ax = _figure((4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k-", lw=0.8, label="calibrated")
+    ax.plot([r["mean_confidence"] for r in calibration], [r["accuracy"] for r in calibration], "-o", ms=4,
+            label=f"{label}, ECE {stats.expected_calibration_error(calibration):.3f}")
+    ax.set_xlabel("confidence of an unmasked token")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(plt, fig, path)
+
+
+def plot_tightness(tight: list[dict], path) -> None:
+    """The model's chain-rule TC against EB's bound, per step of 2-3 positions."""
+    plt, fig, ax = _figure((5, 4.5))
+    b = np.array([r["bound"] for r in tight])
+    for name, marker in (("confidence_order", "o"), ("reverse_order", "x")):
+        ax.scatter(b, [r[f"tc_{name}"] for r in tight], s=10, marker=marker, alpha=0.6, label=name)
+    ax.scatter([r["joint_bound_confidence_order"] for r in tight], [r["tc_confidence_order"] for r in tight],
+               s=10, marker="+", alpha=0.6, label="x = the joint's own bound")
+    top = max(b.max(), 1e-3)
+    ax.plot([0, top], [0, top], "k-", lw=0.8, label="TC = bound")
+    ax.set_xlabel("bound sum(H) - max(H) (model marginals)")
+    ax.set_ylabel("TC of the model's chain-rule joint")
+    ax.legend(fontsize=8)
+    _save(plt, fig, path)
+
+
+def plot_limit(split, out: dict, setting: str, path) -> None:
+    """NFE per example against Sudoku's singles depth or a maze's path length."""
+    plt, fig, ax = _figure((5, 4))
+    nfe = out["nfe"]
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(split))
+    if "singles_depth" in split.meta:
+        depth = split.meta["singles_depth"]
+        solvable, beyond = depth > 0, depth < 0
+        ax.scatter(depth[solvable] + jitter[solvable], nfe[solvable], s=8, alpha=0.5, label="solvable by singles")
+        if beyond.any():
+            ax.scatter(jitter[beyond], nfe[beyond], s=8, alpha=0.5, c="r", label="needs more than singles (x=0)")
+        top = max(depth.max(), nfe.max())
+        ax.plot([0, top], [0, top], "k-", lw=0.8, label="NFE = depth")
+        ax.set_xlabel("singles depth (rounds)")
+    elif "path_len" in split.meta:
+        ax.scatter(split.meta["path_len"] + jitter, nfe, s=8, alpha=0.5)
+        ax.set_xlabel("path length (cells)")
+    else:
+        ax.hist(nfe, bins=20)
+        ax.set_xlabel("NFE")
+    ax.set_ylabel(f"NFE of {setting}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    _save(plt, fig, path)
+
+
+def write_bound_steps(steps: dict[str, np.ndarray], path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong"])
+        w.writerows(zip(steps["setting"], steps["rule"], steps["example"], steps["step"],
+                        np.round(steps["bound"], 6), np.round(steps["model_error"], 6), steps["chosen"],
+                        steps["wrong"]))

@@ -1,0 +1,203 @@
+"""The study's statistics: pure functions of sampler outputs (sampling.evaluate's dicts),
+data splits and tables. No model calls, no files, no plotting (mdm/report.py draws and writes).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def entropy(p: np.ndarray, axis=None) -> np.ndarray:
+    p = np.asarray(p, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=axis)
+
+
+def total_correlation(joint: np.ndarray) -> tuple[float, float, float]:
+    """(TC, sum of marginal entropies, max marginal entropy) of a joint over k variables."""
+    joint = np.asarray(joint, np.float64)
+    k = joint.ndim
+    marginals = [joint.sum(axis=tuple(a for a in range(k) if a != i)) for i in range(k)]
+    h = np.array([entropy(m) for m in marginals])
+    return float(h.sum() - entropy(joint)), float(h.sum()), float(h.max())
+
+
+def joint_marginals(joint: np.ndarray) -> np.ndarray:
+    """[k, vocab]: the marginal of each variable of a joint over k variables."""
+    k = joint.ndim
+    return np.stack([joint.sum(axis=tuple(a for a in range(k) if a != i)) for i in range(k)])
+
+
+def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
+    """Per (example, step): the bound value of the chosen set, its model-error term (sum of
+    -log q(reference token) over the set), its size, and how many of its tokens are wrong
+    against the stored answer."""
+    trace, fill = out["trace"], out["fill_step"]
+    wrong = (out["tokens"] != split.tokens) & split.answer_mask
+    rows = {"example": [], "step": [], "bound": [], "model_error": [], "chosen": [], "wrong": []}
+    for ex in range(len(split)):
+        nfe = int(out["nfe"][ex])
+        wrong_per_step = np.bincount(fill[ex][wrong[ex]], minlength=nfe + 1)[1:nfe + 1]
+        rows["example"].append(np.full(nfe, ex))
+        rows["step"].append(np.arange(1, nfe + 1))
+        rows["bound"].append(trace["bound"][:nfe, ex])
+        rows["model_error"].append(trace["model_error"][:nfe, ex])
+        rows["chosen"].append(trace["unmasked"][:nfe, ex])
+        rows["wrong"].append(wrong_per_step)
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def error_decomposition(steps: dict[str, np.ndarray], settings: list[str]) -> list[dict]:
+    """Which term of the paper's per-step error bound is behind each failure.
+
+    The answers are unique, so while every token placed so far is right the true conditional
+    of each masked position is a point mass on the reference token, and the bound on a step's
+    error splits exactly into a model-error term, sum over the set of -log q(reference), and
+    the dependence term sum(H) - max(H) that EB caps at gamma. At an example's first step that
+    places a wrong token (its context still right), compare the two terms: `model_dominates`
+    is the share of failing examples whose model-error term is the larger. Also the mean of
+    both terms over all steps taken in a right context (failing step included)."""
+    out = []
+    for setting in settings:
+        sel = steps["setting"] == setting
+        example, wrong = steps["example"][sel], steps["wrong"][sel]
+        model_error, bound = steps["model_error"][sel], steps["bound"][sel]
+        # Steps before and at the first wrong one (steps are in order within an example).
+        wrong_so_far = np.zeros(len(example), int)
+        first_wrong = np.zeros(len(example), bool)
+        for ex in np.unique(example):
+            rows = np.flatnonzero(example == ex)
+            before = np.concatenate([[0], np.cumsum(wrong[rows])[:-1]])
+            wrong_so_far[rows] = before
+            hits = rows[(before == 0) & (wrong[rows] > 0)]
+            first_wrong[hits[:1]] = True
+        clean = wrong_so_far == 0
+        failing = int(first_wrong.sum())
+        out.append({"setting": setting, "examples_with_an_error": failing,
+                    "mean_model_error_at_failure": float(model_error[first_wrong].mean()) if failing else float("nan"),
+                    "mean_bound_at_failure": float(bound[first_wrong].mean()) if failing else float("nan"),
+                    "model_dominates": float((model_error[first_wrong] > bound[first_wrong]).mean()) if failing
+                    else float("nan"),
+                    "mean_model_error_per_step": float(model_error[clean].mean()),
+                    "mean_bound_per_step": float(bound[clean].mean())})
+    return out
+
+
+def reliability(out: dict, split, bins: int = 10) -> list[dict]:
+    """Confidence (top probability when unmasked) against accuracy of every unmasked token."""
+    answer = split.answer_mask
+    confidence = out["confidence"][answer]
+    right = (out["tokens"] == split.tokens)[answer]
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        b = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
+        if b.any():
+            rows.append({"confidence_from": float(lo), "confidence_to": float(hi), "tokens": int(b.sum()),
+                         "mean_confidence": float(confidence[b].mean()), "accuracy": float(right[b].mean())})
+    return rows
+
+
+def expected_calibration_error(rows: list[dict]) -> float:
+    total = sum(r["tokens"] for r in rows)
+    return sum(r["tokens"] / total * abs(r["accuracy"] - r["mean_confidence"]) for r in rows)
+
+
+def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
+    """Per rule and proxy: the fewest mean NFE whose solve rate keeps `keep_fraction` of top-1's
+    (top-1 with the row's baseline proxy: its own, confidence for random orders). Rows must
+    hold their baselines (grid_settings adds them)."""
+    top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
+    summary = []
+    for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
+        group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
+        base = top1[group[0]["baseline_proxy"]]
+        keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
+        best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
+        summary.append({"rule": rule, "proxy": proxy, "top1_solve_rate": base["solve_rate"],
+                        "top1_mean_nfe": base["mean_nfe"],
+                        "best_setting": best["setting"] if best else "none keeps it",
+                        "best_param": best["param"] if best else float("nan"),
+                        "best_solve_rate": best["solve_rate"] if best else float("nan"),
+                        "best_mean_nfe": best["mean_nfe"] if best else float("nan"),
+                        "nfe_speedup": base["mean_nfe"] / best["mean_nfe"] if best else float("nan"),
+                        "wall_speedup": base["wall_s"] / best["wall_s"] if best else float("nan")})
+    return summary
+
+
+PATH_BUCKETS = (2, 6, 10, 14, 22, 38, 70)  # lower ends of the path-length bins (cells)
+
+
+def path_diagnostics(out: dict, split) -> dict | None:
+    """Where a path task's answers fail (out: sampling.evaluate's): the solve rate per bin of
+    true path length, and how many failures give a path of the wrong length. None when the
+    task's answers are not paths or the examples carry no path length."""
+    given = split.task.answer_path_length(out["tokens"])
+    if given is None or "path_len" not in split.meta:
+        return None
+    length, solved = split.meta["path_len"], np.asarray(out["solved"], bool)
+    edges = list(PATH_BUCKETS) + [np.inf]
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (length >= lo) & (length < hi)
+        if sel.any():
+            name = f"{lo}+" if hi == np.inf or hi > length.max() else f"{lo}-{int(hi) - 1}"
+            bins.append({"path_len": name, "examples": int(sel.sum()), "solve_rate": float(solved[sel].mean())})
+    failed = ~solved
+    return {"bins": bins, "failures": int(failed.sum()),
+            "wrong_length": int((failed & (given != length)).sum()),
+            "malformed": int((failed & (given < 0)).sum())}
+
+
+def steps_of(outputs: dict, split) -> dict[str, np.ndarray]:
+    """bound_steps of every EB and top-k setting in `outputs` (setting -> sampler output, traced),
+    concatenated, with each row's rule and setting."""
+    parts = []
+    for cfg, out in outputs.items():
+        if cfg.rule in ("eb", "topk"):
+            s = bound_steps(out, split)
+            s["rule"] = np.full(len(s["step"]), cfg.rule)
+            s["setting"] = np.full(len(s["step"]), cfg.describe())
+            parts.append(s)
+    return {k: np.concatenate([s[k] for s in parts]) for k in parts[0]}
+
+
+BOUND_EDGES = (0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1, 3, np.inf)
+
+
+def bound_table(steps: dict[str, np.ndarray]) -> list[dict]:
+    """Per rule (eb, topk) and bin of the bound: steps, tokens and the fraction of them wrong."""
+    rows = []
+    for rule in ("eb", "topk"):
+        sel = steps["rule"] == rule
+        for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:]):
+            b = sel & (steps["bound"] >= lo) & (steps["bound"] < hi)
+            if steps["chosen"][b].sum():
+                rows.append({"rule": rule, "bound_from": lo, "bound_to": hi, "steps": int(b.sum()),
+                             "tokens": int(steps["chosen"][b].sum()),
+                             "error_rate": float(steps["wrong"][b].sum() / steps["chosen"][b].sum()),
+                             "median_bound": float(np.median(steps["bound"][b]))})
+    return rows
+
+
+def parallel_limit(out: dict, split, setting: str) -> dict:
+    """NFE against the parallel limit at one setting: Sudoku's singles depth (rounds of forced
+    cells), or the path length for mazes; only the mean NFE for examples with neither."""
+    limit = {"setting": setting}
+    nfe = out["nfe"]
+    if "singles_depth" in split.meta:
+        depth = split.meta["singles_depth"]
+        solvable, beyond = depth > 0, depth < 0
+        limit.update(
+            examples_with_depth=int(solvable.sum()), mean_depth=float(depth[solvable].mean()),
+            mean_nfe=float(nfe[solvable].mean()),
+            mean_ratio_nfe_over_depth=float((nfe[solvable] / depth[solvable]).mean()),
+            solve_rate=float(out["solved"][solvable].mean()), beyond_singles=int(beyond.sum()),
+            beyond_singles_mean_nfe=float(nfe[beyond].mean()) if beyond.any() else float("nan"),
+            beyond_singles_solve_rate=float(out["solved"][beyond].mean()) if beyond.any() else float("nan"))
+    elif "path_len" in split.meta:
+        length = split.meta["path_len"]
+        limit.update(mean_path_len=float(length.mean()), mean_nfe=float(nfe.mean()),
+                     corr_nfe_path_len=float(np.corrcoef(length, nfe)[0, 1]) if nfe.std() > 0 else float("nan"))
+    else:  # external puzzles carry neither
+        limit["mean_nfe"] = float(nfe.mean())
+    return limit
