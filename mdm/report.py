@@ -170,6 +170,17 @@ def _figure(size):
     return plt, *plt.subplots(figsize=size)
 
 
+def _finish(plt, fig, ax, path, xlabel: str, ylabel: str, legend: int | None = None, logx: bool = False) -> None:
+    """Labels, a legend (font size `legend`, 10 if None), a grid, then the file."""
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend or 10)
+    ax.grid(alpha=0.3)
+    _save(plt, fig, path)
+
+
 def _save(plt, fig, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -187,12 +198,7 @@ def plot_frontier(rows: list[dict], path) -> None:
     for r in rows:
         if r["rule"] == "topk" and r["param"] == 1 and r["proxy"] == "confidence":
             ax.plot([r["mean_nfe"]], [r["solve_rate"]], "k*", ms=14, label="top-1")
-    ax.set_xscale("log")
-    ax.set_xlabel("mean NFE per example")
-    ax.set_ylabel("solve rate")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, "mean NFE per example", "solve rate", legend=7, logx=True)
 
 
 def plot_bound(table: list[dict], path) -> None:
@@ -202,12 +208,8 @@ def plot_bound(table: list[dict], path) -> None:
         rows = [r for r in table if r["rule"] == rule]
         ax.plot([max(r["median_bound"], 1e-4) for r in rows], [r["error_rate"] for r in rows],
                 "-o" if rule == "eb" else "--s", label=rule)
-    ax.set_xscale("log")
-    ax.set_xlabel("bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)")
-    ax.set_ylabel("fraction of its tokens that are wrong")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, "bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)",
+            "fraction of its tokens that are wrong", logx=True)
 
 
 def plot_reliability(calibration: list[dict], label: str, path) -> None:
@@ -215,11 +217,7 @@ def plot_reliability(calibration: list[dict], label: str, path) -> None:
     ax.plot([0, 1], [0, 1], "k-", lw=0.8, label="calibrated")
     ax.plot([r["mean_confidence"] for r in calibration], [r["accuracy"] for r in calibration], "-o", ms=4,
             label=f"{label}, ECE {stats.expected_calibration_error(calibration):.3f}")
-    ax.set_xlabel("confidence of an unmasked token")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, "confidence of an unmasked token", "accuracy", legend=8)
 
 
 def plot_tightness(tight: list[dict], path) -> None:
