@@ -13,7 +13,11 @@ its neighbour pairs (structured), and every training maze gets a random rotation
       3.50 mean calls, 95.9% at 2.42 (gamma=0.01) (python sample.py --workdir
       runs/maze5_grid_quick --gamma 0,0.001,0.01,0.1,1 --batch_size 256).
   python train.py --config configs/maze_grid.py:cpu --workdir runs/maze10_grid_cpu
-      10x10 grid mazes (sequence length 200), 0.8M parameters. Not yet measured.
+      10x10 grid mazes (sequence length 200), 0.9M parameters, 2,400 steps x 64 = 153,600
+      examples, Muon, learning rate 2e-3. Measured on a 2-core CPU under mimalloc: 49 min 04 s
+      (/usr/bin/time, evals included) at 0.93 steps/s; top-1 solves 99.2% of the first 256
+      test mazes at 100 model calls (training's final eval), EB gamma=0.1 36.7% at 6.58.
+      pretrained/maze10_grid_cpu is this run.
   python train.py --config configs/maze_grid.py:paper --workdir runs/maze10_grid
       10x10 grid mazes, 6.3M parameters; for a GPU/TPU (not yet measured).
 """
