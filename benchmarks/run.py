@@ -7,8 +7,8 @@
 Groups (no group flag: all of them):
   --data     generation rate of each data set (worker processes: --workers)
   --train    steps/s, tokens/s and model-FLOPs utilisation (accelerators) of each preset, one
-             device, random tokens (data loading is not part of it); batch_size 0 presets get
-             the batch chosen for the device kind (mdm/accelerators.py)
+             device, random tokens (data loading is not part of it), the preset's global batch
+             in the micro-batches the device kind takes (mdm/accelerators.py)
   --sampler  one sampler step: the forward pass, and the EB selection (proxies, sort,
              cumulative sums) as a share of the step
   --speedup  EB against top-1 on a trained checkpoint: wall-clock speed-up beside the NFE
@@ -89,8 +89,8 @@ def config_of(item: str):
 
 
 def measure_train(config, steps: int) -> dict:
-    """Steps/s of one device on random tokens (after compiling); the config's batch, or the
-    device kind's per-device batch when it is 0."""
+    """Steps/s of one device on random tokens (after compiling), at the config's global batch
+    with the micro-batches this device would use for it (a step is the whole batch)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -100,13 +100,14 @@ def measure_train(config, steps: int) -> dict:
     from mdm.model import count_params
 
     task = data.DATASETS[config.data.name].task
-    b = config.train.batch_size or accelerators.per_device_batch(
-        accelerators.device_kind(), jax.default_backend(), task.length)
+    b = config.train.batch_size
+    parts = accelerators.micro_batches(b, 1, accelerators.device_kind(), jax.default_backend(), task.length,
+                                       config.train.micro_batch_size)
     cfg = train.model_config(config, task)
     graphdef, params = train.init_model(cfg, 0)
     tx = train.make_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
-    step = jax.jit(train.make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
+    step = jax.jit(train.make_train_step(graphdef, cfg, tx, config, parts), donate_argnums=0)
     rng = np.random.default_rng(0)
     batch = {"tokens": jnp.asarray(rng.integers(0, task.vocab_size, (b, task.length)), jnp.int32),
              "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6)}
@@ -122,12 +123,22 @@ def measure_train(config, steps: int) -> dict:
     user_s, system_s = end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime
     flops_per_s = accelerators.train_flops_per_example(cfg) * b * steps / seconds
     peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
-    return {"params": count_params(nnx.merge(graphdef, params)), "batch_size": b, "length": task.length,
+    return {"params": count_params(nnx.merge(graphdef, params)), "batch_size": b, "micro_batches": parts,
+            "length": task.length,
             "compute_dtype": cfg.compute_dtype, "steps": steps, "steps_per_s": steps / seconds,
             "tokens_per_s": steps * b * task.length / seconds, "model_tflops_per_s": flops_per_s / 1e12,
             "mfu": flops_per_s / peak if peak else None, "user_s": user_s, "system_s": system_s,
             "system_share": system_s / max(user_s + system_s, 1e-9),
             "minor_faults_per_step": (end.ru_minflt - usage.ru_minflt) / steps}
+
+
+def default_presets() -> list[str]:
+    """The quick presets; on an accelerator the paper presets too (batch 1,024 of a 6M model
+    is minutes per step on a CPU)."""
+    import jax
+
+    quick = ["sudoku:quick", "maze:quick", "maze_grid:quick"]
+    return quick if jax.default_backend() == "cpu" else quick + ["sudoku:paper", "maze_grid:paper"]
 
 
 def slow_here(config) -> bool:
@@ -247,8 +258,9 @@ def parse_args(argv):
     parser.add_argument("--datasets", default="sudoku,maze10", help="data group: registered data sets")
     parser.add_argument("--data_n", type=int, default=5000, help="data group: examples of each")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="data group: worker processes")
-    parser.add_argument("--presets", default="sudoku:quick,maze:quick,sudoku:paper,maze:paper",
-                        help="train and sampler groups: config:preset items")
+    parser.add_argument("--presets", default="",
+                        help="train and sampler groups: config:preset items (default: the quick presets, "
+                             "and the paper presets on a GPU/TPU)")
     parser.add_argument("--train_steps", type=int, default=0,
                         help="train group: timed steps (0: 30, or 5 for paper sizes on a CPU)")
     parser.add_argument("--sampler_batch", type=int, default=256, help="sampler group: rows per step")
@@ -315,7 +327,7 @@ def main(argv=None) -> int:
         unknown = [d for d in args.datasets.split(",") if d not in data.DATASETS]
         if "data" in chosen and unknown:
             raise ValueError(f"unknown data set {unknown[0]!r}; known: {', '.join(data.DATASETS)}")
-        items = args.presets.split(",")
+        items = args.presets.split(",") if args.presets else default_presets()
         for item in items:
             config_of(item)  # refuses unknown configs and presets before anything runs
         groups = {"data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),

@@ -1,13 +1,14 @@
-"""What the devices can hold and do: the automatic batch size and the peak FLOP/s for MFU.
+"""What the devices can hold and do: micro-batches for gradient accumulation, peak FLOP/s for MFU.
 
-`config.train.batch_size = 0` (the `paper` presets) means "fill the devices": each device gets
-as many examples as its kind's token budget holds (rounded down to a power of two), so the
-global batch is that times jax.device_count(). The budgets are for models of the paper's size
-(about 6M parameters, float32 parameters, bfloat16 compute, no rematerialisation) and were set
-from each kind's memory, not measured on it; any explicit batch_size overrides them.
+config.train.batch_size is the global batch on any hardware. What one device takes in one
+forward/backward pass is its kind's token budget (rounded down to a power of two examples);
+a larger share of the batch is cut into micro-batches whose gradients are summed
+(`micro_batches`; `config.train.micro_batch_size` overrides the budget). The budgets are for
+models of the paper's size (about 6M parameters, float32 parameters, bfloat16 compute, no
+rematerialisation) and were set from each kind's memory, not measured on it.
 
 Resolved after jax.distributed.initialize (the device kind is known only once the backend
-starts), inside mdm.train.train; never in a config file.
+starts), inside mdm.train.train; never in a config file, so a run means the same everywhere.
 """
 from __future__ import annotations
 
@@ -56,15 +57,21 @@ def peak_flops(kind: str, platform: str) -> float | None:
     return None if platform == "cpu" else _lookup(_PEAK_FLOPS, kind)
 
 
-def resolve_batch(config, length: int) -> str:
-    """Sets config.train.batch_size in place when it is 0 (auto); returns a line saying what it chose."""
-    if config.train.batch_size:
-        return ""
-    kind, platform, n = device_kind(), jax.default_backend(), jax.device_count()
-    each = per_device_batch(kind, platform, length)
-    config.train.batch_size = each * n
-    return (f"batch size {each * n} = {each} per device x {n} {kind} device(s), chosen for the device "
-            f"kind (set config.train.batch_size to override)")
+def micro_batches(batch_size: int, n_devices: int, kind: str, platform: str, length: int,
+                  micro_batch_size: int = 0) -> int:
+    """How many parts each device's share of the global batch is cut into (gradients are
+    accumulated over them): 1 when the share fits in one pass. The size of a pass is
+    micro_batch_size, or when 0 the device kind's budget (on a CPU, the whole share)."""
+    share = batch_size // n_devices
+    if micro_batch_size == 0 and platform == "cpu":
+        return 1
+    limit = micro_batch_size or per_device_batch(kind, platform, length)
+    if share <= limit:
+        return 1
+    parts = -(-share // limit)
+    while share % parts:  # equal parts: the smallest count that divides the share
+        parts += 1
+    return parts
 
 
 def train_flops_per_example(cfg) -> float:

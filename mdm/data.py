@@ -188,30 +188,106 @@ def load_for(config, split: str) -> Split:
 
 # ----------------------------------------------------------------------------- batches
 
-def batch_indices(seed: int, step: int, batch_size: int, num_examples: int) -> np.ndarray:
-    """Global example indices of batch `step`: epochs are seeded permutations, read in order."""
-    position = step * batch_size + np.arange(batch_size, dtype=np.int64)
-    epoch, offset = np.divmod(position, num_examples)
-    out = np.empty(batch_size, np.int64)
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """Epoch `epoch`'s order of the examples (cached: drawn once per epoch, not once per step)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    perm.setflags(write=False)
+    return perm
+
+
+def batch_indices(seed: int, step: int, batch_size: int, num_examples: int,
+                  rows: np.ndarray | None = None) -> np.ndarray:
+    """Example indices of batch `step` (only its `rows`, if given): epochs are seeded
+    permutations, read in order."""
+    rows = np.arange(batch_size, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    epoch, offset = np.divmod(step * batch_size + rows, num_examples)
+    out = np.empty(len(rows), np.int64)
     for e in np.unique(epoch):
-        perm = np.random.default_rng([seed, int(e)]).permutation(num_examples)
-        out[epoch == e] = perm[offset[epoch == e]]
+        out[epoch == e] = _permutation(seed, int(e), num_examples)[offset[epoch == e]]
     return out
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 whose outputs look independent."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class RowStreams:
+    """A random source with one independent stream per row, for the tasks' `augment`.
+
+    Row r's draws depend only on (seed, step, r) and the order of calls, never on which other
+    rows are drawn with it: a process that augments only its slice of a global batch gives each
+    example what one process would. Draws must have the rows as their first dimension.
+    """
+
+    def __init__(self, seed: int, step: int, rows: np.ndarray):
+        with np.errstate(over="ignore"):
+            base = _mix(_mix(np.array([seed], np.uint64)) ^ np.uint64(step))
+            self.keys = _mix(base ^ np.asarray(rows, np.uint64))
+        self.calls = 0
+
+    def _bits(self, size) -> np.ndarray:
+        size = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
+        if size[0] != len(self.keys):
+            raise ValueError(f"RowStreams draws need the rows ({len(self.keys)}) first, not shape {size}")
+        self.calls += 1
+        per_row = int(np.prod(size[1:], dtype=np.int64))
+        counter = np.arange(per_row, dtype=np.uint64) + np.uint64(self.calls << 32)
+        with np.errstate(over="ignore"):
+            bits = _mix(self.keys[:, None] ^ _mix(counter)[None, :])
+        return bits.reshape(size)
+
+    def random(self, size) -> np.ndarray:
+        """Uniform floats in [0, 1)."""
+        return (self._bits(size) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+    def integers(self, high: int, size) -> np.ndarray:
+        """Uniform integers in [0, high)."""
+        return np.minimum((self.random(size) * high).astype(np.int64), high - 1)
 
 
 def get_batch(split: Split, seed: int, step: int, batch_size: int, process_index: int = 0,
               process_count: int = 1, augment: bool = False) -> dict[str, np.ndarray]:
     """This process's slice of global batch `step`: a pure function of its arguments.
 
-    With `augment`, every example of the global batch gets a random label-preserving symmetry
-    of its task (drawn from (seed, step), so every process and every resumed run agree).
+    Only the slice is gathered and augmented. With `augment`, every example gets a random
+    label-preserving symmetry of its task from its own stream (seed, step, row), so the batch
+    does not depend on how many processes share it, and a resumed run sees the same one.
     """
     if batch_size % process_count:
         raise ValueError(f"batch size {batch_size} does not split over {process_count} processes")
-    indices = batch_indices(seed, step, batch_size, len(split))
+    per_process = batch_size // process_count
+    rows = np.arange(process_index * per_process, (process_index + 1) * per_process, dtype=np.int64)
+    indices = batch_indices(seed, step, batch_size, len(split), rows)
     tokens, answer_mask = split.tokens[indices], split.answer_mask[indices]
     if augment:
-        tokens, answer_mask = split.task.augment(tokens, answer_mask, np.random.default_rng([seed, step, 1]))
-    per_process = batch_size // process_count
-    mine = slice(process_index * per_process, (process_index + 1) * per_process)
-    return {"tokens": tokens[mine], "answer_mask": answer_mask[mine]}
+        tokens, answer_mask = split.task.augment(tokens, answer_mask, RowStreams(seed, step, rows))
+    return {"tokens": tokens, "answer_mask": answer_mask}
+
+
+def prefetch(make, steps, depth: int = 2):
+    """Yields make(step) for each step, computed up to `depth` steps ahead in a background
+    thread (numpy and device transfers release the GIL, so this overlaps the device's step)."""
+    import collections
+    import concurrent.futures
+    import itertools
+
+    steps = iter(steps)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batches") as pool:
+        pending = collections.deque(pool.submit(make, s) for s in itertools.islice(steps, depth))
+        try:
+            while pending:
+                batch = pending.popleft().result()
+                for s in itertools.islice(steps, 1):
+                    pending.append(pool.submit(make, s))
+                yield batch
+        finally:
+            for future in pending:
+                future.cancel()

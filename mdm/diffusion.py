@@ -66,24 +66,49 @@ def forward_mask(key: jax.Array, tokens_BxL: jax.Array, answer_mask_BxL: jax.Arr
     return jnp.where(masked_BxL, mask_id, tokens_BxL), masked_BxL
 
 
+def elbo_sums(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Array,
+              answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear") -> dict[str, jax.Array]:
+    """Sums over a batch that add up across micro-batches: ELBO terms (nats per answer token,
+    summed over examples), masked tokens, their NLL and how many the argmax gets right."""
+    logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+    nll_BxL = -jnp.take_along_axis(logp_BxLxV, tokens_BxL[..., None], axis=-1)[..., 0]
+    answers_B = jnp.maximum(answer_mask_BxL.sum(-1), 1)
+    masked_nll_B = jnp.where(masked_BxL, nll_BxL, 0.0).sum(-1)
+    correct_BxL = (logits_BxLxV.argmax(-1) == tokens_BxL) & masked_BxL
+    return {"elbo": (elbo_weight(schedule, t_B) * masked_nll_B / answers_B).sum(),
+            "examples": jnp.asarray(tokens_BxL.shape[0], jnp.float32),
+            "masked": masked_BxL.sum().astype(jnp.float32),
+            "masked_nll": masked_nll_B.sum(),
+            "correct": correct_BxL.sum().astype(jnp.float32)}
+
+
+def objective_denominator(weighting: str, batch_size: int, masked_BxL: jax.Array) -> jax.Array:
+    """What the objective's sum is divided by: examples (elbo) or masked tokens (flat). Known
+    before the model runs, so micro-batches can each divide by the whole batch's."""
+    if weighting == "elbo":
+        return jnp.asarray(batch_size, jnp.float32)
+    if weighting == "flat":
+        return jnp.maximum(masked_BxL.sum(), 1).astype(jnp.float32)
+    raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {WEIGHTINGS}")
+
+
+def objective_numerator(weighting: str, sums: dict[str, jax.Array]) -> jax.Array:
+    return sums["elbo"] if weighting == "elbo" else sums["masked_nll"]
+
+
+def sums_to_metrics(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """loss (the ELBO, nats per answer token), masked_accuracy and masked_nll of summed terms."""
+    n_masked = jnp.maximum(sums["masked"], 1)
+    return {"loss": sums["elbo"] / sums["examples"], "masked_accuracy": sums["correct"] / n_masked,
+            "masked_nll": sums["masked_nll"] / n_masked}
+
+
 def elbo_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Array,
               answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear",
               weighting: str = "elbo") -> tuple[jax.Array, dict[str, jax.Array]]:
     """(training objective, metrics). metrics["loss"] is always the continuous-time ELBO (nats
     per answer token); the objective is the ELBO, or with weighting="flat" the plain mean
     cross-entropy of the masked tokens (every masked token counts the same, whatever t)."""
-    logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
-    nll_BxL = -jnp.take_along_axis(logp_BxLxV, tokens_BxL[..., None], axis=-1)[..., 0]
-    answers_B = jnp.maximum(answer_mask_BxL.sum(-1), 1)
-    masked_nll_B = jnp.where(masked_BxL, nll_BxL, 0.0).sum(-1)
-    loss_B = elbo_weight(schedule, t_B) * masked_nll_B / answers_B
-    correct_BxL = (logits_BxLxV.argmax(-1) == tokens_BxL) & masked_BxL
-    n_masked = jnp.maximum(masked_BxL.sum(), 1)
-    metrics = {"loss": loss_B.mean(),
-               "masked_accuracy": correct_BxL.sum() / n_masked,
-               "masked_nll": masked_nll_B.sum() / n_masked}
-    if weighting == "elbo":
-        return loss_B.mean(), metrics
-    if weighting == "flat":
-        return metrics["masked_nll"], metrics
-    raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {WEIGHTINGS}")
+    sums = elbo_sums(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule)
+    denominator = objective_denominator(weighting, tokens_BxL.shape[0], masked_BxL)
+    return objective_numerator(weighting, sums) / denominator, sums_to_metrics(sums)

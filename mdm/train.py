@@ -90,32 +90,74 @@ def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
     return graphdef, abstract
 
 
-def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: jax.Array
-                ) -> tuple[jax.Array, dict]:
-    """Masks the answers of a batch at stratified times and scores the model: (loss, metrics)."""
-    schedule = config.diffusion.schedule
+def _mask_batch(cfg: ModelConfig, config, batch: dict, key: jax.Array) -> dict:
+    """The answers of a batch masked at stratified times (one draw for the whole batch, so
+    that micro-batches see exactly what the whole batch would)."""
     t_key, mask_key = jax.random.split(key)
     tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
     t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], config.diffusion.t_min)
-    z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id, schedule)
-    logits_BxLxV = apply_model(graphdef, params, z_BxL, t_B if cfg.time_conditioning else None)
-    return diffusion.elbo_loss(logits_BxLxV, tokens_BxL, masked_BxL, answer_mask_BxL, t_B, schedule,
-                               config.diffusion.get("loss_weighting", "elbo"))
+    z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id,
+                                               config.diffusion.schedule)
+    return dict(tokens=tokens_BxL, answer_mask=answer_mask_BxL, t=t_B, z=z_BxL, masked=masked_BxL)
 
 
-def make_train_step(graphdef, cfg: ModelConfig, tx, config):
+def _elbo_sums(graphdef, cfg: ModelConfig, config, params, masked_batch: dict) -> dict:
+    m = masked_batch
+    logits_BxLxV = apply_model(graphdef, params, m["z"], m["t"] if cfg.time_conditioning else None)
+    return diffusion.elbo_sums(logits_BxLxV, m["tokens"], m["masked"], m["answer_mask"], m["t"],
+                               config.diffusion.schedule)
+
+
+def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: jax.Array
+                ) -> tuple[jax.Array, dict]:
+    """Masks the answers of a batch at stratified times and scores the model: (loss, metrics)."""
+    m = _mask_batch(cfg, config, batch, key)
+    sums = _elbo_sums(graphdef, cfg, config, params, m)
+    weighting = config.diffusion.get("loss_weighting", "elbo")
+    denominator = diffusion.objective_denominator(weighting, m["tokens"].shape[0], m["masked"])
+    return diffusion.objective_numerator(weighting, sums) / denominator, diffusion.sums_to_metrics(sums)
+
+
+def make_train_step(graphdef, cfg: ModelConfig, tx, config, micro_batches: int = 1):
+    """One optimizer step on a global batch. With micro_batches > 1 the batch is cut into that
+    many parts whose gradients are summed in a scan (the same result up to float rounding:
+    the masks, times and the objective's denominator are those of the whole batch)."""
     seed, ema_decay = config.seed, config.train.ema_decay
+    weighting = config.diffusion.get("loss_weighting", "elbo")
+
+    def grads_and_sums(params, part: dict, denominator):
+        def objective(p):
+            sums = _elbo_sums(graphdef, cfg, config, p, part)
+            return diffusion.objective_numerator(weighting, sums) / denominator, sums
+        (_, sums), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return grads, sums
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.key(seed), state.step)
-        grad_fn = jax.value_and_grad(lambda p: masked_elbo(graphdef, cfg, config, p, batch, key), has_aux=True)
-        (_, step_metrics), grads = grad_fn(state.params)
+        m = _mask_batch(cfg, config, batch, key)
+        size = m["tokens"].shape[0]
+        denominator = diffusion.objective_denominator(weighting, size, m["masked"])
+        if micro_batches == 1:
+            grads, sums = grads_and_sums(state.params, m, denominator)
+        else:
+            # Row i * micro_batches + j goes to part j: each device's rows stay on it.
+            parts = jax.tree.map(lambda x: jnp.swapaxes(
+                x.reshape((size // micro_batches, micro_batches) + x.shape[1:]), 0, 1), m)
+
+            def add(total, part):
+                return jax.tree.map(jnp.add, total, grads_and_sums(state.params, part, denominator)), None
+
+            zeros = jax.eval_shape(lambda: grads_and_sums(state.params, jax.tree.map(lambda x: x[0], parts),
+                                                          denominator))
+            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
+            (grads, sums), _ = jax.lax.scan(add, zeros, parts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # EMA with a warm-up, so that short runs are not dominated by the initialisation.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
-        step_metrics = dict(step_metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
+        step_metrics = dict(diffusion.sums_to_metrics(sums), grad_norm=optax.tree.norm(grads),
+                            param_norm=optax.tree.norm(params))
         return TrainState(state.step + 1, params, opt_state, ema), step_metrics
 
     return train_step
@@ -149,6 +191,8 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
     saved_model = {**_MODEL_DEFAULTS, **saved["model"]}
     differences = [f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
                    if saved_model.get(k) != config.model[k]]
+    if saved["train"]["batch_size"] != config.train.batch_size:  # another data stream
+        differences.append(f"train.batch_size {saved['train']['batch_size']} vs {config.train.batch_size}")
     saved_optimizer = saved["train"].get("optimizer", "adamw")
     if saved_optimizer != config.train.optimizer:  # the optimizer state has another shape
         differences.append(f"train.optimizer {saved_optimizer!r} vs {config.train.optimizer!r}")
@@ -157,7 +201,7 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
     if (saved_task.name, saved_task.length) != (task.name, task.length):
         differences.append(f"data.name {saved['data']['name']!r} vs {config.data.name!r}")
     if differences:
-        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model or optimizer "
+        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model, optimizer or batch "
                             f"({'; '.join(differences)}); use another --workdir or remove it")
 
 
@@ -227,30 +271,33 @@ class _StopFlag:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None,
-          progress: bool = True) -> TrainState:
+          progress: bool = True, splits: dict[str, data.Split] | None = None) -> TrainState:
     """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests).
+    `splits` ({"train": ..., "validation": ...}) replaces the data on disk (e.g. generated in
+    memory where TFDS is not installed).
 
     A second run on the same workdir is refused while the first one lives. The caller's config
-    is not changed (an automatic batch size is resolved on a copy)."""
+    is not changed."""
     config = config.copy_and_resolve_references()
     validate(config)
     workdir_path = _prepare_workdir(workdir)
     with (_WorkdirLock(workdir_path) if is_primary() else contextlib.nullcontext()):
-        return _train(config, workdir, workdir_path, stop_at, progress)
+        return _train(config, workdir, workdir_path, stop_at, progress, splits)
 
 
-def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None, progress: bool) -> TrainState:
+def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None, progress: bool,
+           splits: dict | None) -> TrainState:
+    started = time.time()
     say = (lambda message: print(message, flush=True)) if is_primary() else (lambda message: None)
     mesh = make_mesh()
     n_devices = mesh.devices.size
-    chosen = accelerators.resolve_batch(config, data.DATASETS[config.data.name].task.length)
-    if chosen:
-        say(chosen)
-    if config.train.batch_size % n_devices:
-        raise TrainingError(f"config.train.batch_size {config.train.batch_size} does not split "
-                            f"over {n_devices} devices")
-    train_split = data.load_for(config, "train")
-    eval_split = data.load_for(config, "validation")  # choices are made here; test is for reports
+    micro = _micro_batches(config, n_devices)
+    if micro > 1:
+        say(f"batch {config.train.batch_size} = {n_devices} device(s) x {micro} micro-batches of "
+            f"{config.train.batch_size // n_devices // micro} (gradients accumulated)")
+    train_split = splits["train"] if splits else data.load_for(config, "train")
+    # choices are made on validation; test is for reports
+    eval_split = splits["validation"] if splits else data.load_for(config, "validation")
     task = train_split.task
     cfg = model_config(config, task)
     tx = make_optimizer(config)
@@ -273,7 +320,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
           f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
           f"data {config.data.name} ({len(train_split)} train / {len(eval_split)} validation for eval)")
 
-    train_step = jax.jit(make_train_step(graphdef, cfg, tx, config), donate_argnums=0)
+    train_step = jax.jit(make_train_step(graphdef, cfg, tx, config, micro), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
     writers = metrics.make_writers(workdir, config.wandb, config.to_dict(), stdout=progress, primary=is_primary())
     config_dict = config.to_dict()
@@ -312,36 +359,81 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
         bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
         clock.update(time=time.time(), step=step)
 
+    def make_batch(step: int) -> dict:
+        batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
+                               augment=config.train.augment)
+        return shard_batch(batch, batch_sharding)
+
+    budget = config.train.get("time_budget_s", 0.0)
+    batches = data.prefetch(make_batch, range(start, end))  # prepared ahead in a thread
     try:
         with _StopFlag() as flag:
-            for step in range(start, end):
-                batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
-                                       augment=config.train.augment)
+            for step, batch in zip(range(start, end), batches):
                 previous = step_metrics if step > start else None
-                state, step_metrics = train_step(state, shard_batch(batch, batch_sharding))
+                state, step_metrics = train_step(state, batch)
                 # At most one step in flight: unchecked, the host queues dozens of steps in a
                 # blink and then waits 10-15 s at the next logged step (the bar froze there).
                 jax.block_until_ready(previous)
                 flush()
                 done = step + 1
-                if done % config.train.log_every == 0 or done == end:
-                    pending = (done, step_metrics)
                 bar.update(1)
-                if done % config.eval.every == 0 or done == end:
+                # Every process must leave at the same step (a save and every all-reduce are
+                # collective): SIGTERM and the clock are local, so the decision is agreed.
+                reasons = _agree(SIGTERM * flag.stop | OVER_BUDGET * bool(budget and time.time() - started > budget),
+                                 done, nproc) if done < end else 0
+                stopping = bool(reasons)
+                last = done == end or stopping
+                if done % config.train.log_every == 0 or last:
+                    pending = (done, step_metrics)
+                if done % config.eval.every == 0 or last:
                     flush()
                     writers.write(done, evaluate(graphdef, cfg, state.ema, eval_split, config, eval_loss))
                     clock.update(time=time.time())  # eval time is not training time
-                if done % config.checkpoint.every == 0 or done == end or flag.stop:
+                if done % config.checkpoint.every == 0 or last:
                     save(done)
-                if flag.stop:
+                if stopping:
                     flush()
-                    say(f"SIGTERM: saved step {done} and stopped")
+                    reason = "SIGTERM" if reasons & SIGTERM else f"time budget {budget:g} s"
+                    say(f"{reason}: saved step {done} and stopped")
                     break
     finally:
+        batches.close()
         bar.close()
         ckpt.close()
         writers.close()
     return state
+
+
+STOP_CHECK_EVERY = 10  # steps between agreements on stopping when several processes run
+SIGTERM, OVER_BUDGET = 1, 2  # reasons to stop, as bits
+
+
+def _agree(local_reasons: int, step: int, process_count: int) -> int:
+    """The reasons to stop of all processes together (bitwise or); with several processes
+    asked only every STOP_CHECK_EVERY steps (an all-gather), at the same steps everywhere."""
+    if process_count == 1:
+        return local_reasons
+    if step % STOP_CHECK_EVERY:
+        return 0
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(np.int32(local_reasons)))
+    return int(np.bitwise_or.reduce(gathered.reshape(-1)))
+
+
+def _micro_batches(config, n_devices: int) -> int:
+    """Checks that the global batch splits over the devices; how many micro-batches per step."""
+    t = config.train
+    if t.batch_size % n_devices:
+        raise TrainingError(f"config.train.batch_size {t.batch_size} does not split over {n_devices} devices")
+    share = t.batch_size // n_devices
+    micro_size = t.get("micro_batch_size", 0)
+    if micro_size and share > micro_size and share % micro_size:
+        raise TrainingError(f"config.train.micro_batch_size {micro_size} does not divide the "
+                            f"{share} examples each of the {n_devices} device(s) takes per step")
+    length = data.DATASETS[config.data.name].task.length
+    return accelerators.micro_batches(t.batch_size, n_devices, accelerators.device_kind(),
+                                      jax.default_backend(), length, micro_size)
 
 
 def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval_loss=None) -> dict:

@@ -1,8 +1,10 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
-    python tests/multihost_worker.py train|sample PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
-Each process has 2 fake CPU devices; it trains the tiny Sudoku config, or samples its test
-split, and saves what it holds to OUT/<mode>_<process_id>.npz.
+    python tests/multihost_worker.py train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+Each process has 2 fake CPU devices; it trains the tiny Sudoku config (augmented: each process
+draws only its slice's symmetries), or samples its test split, and saves what it holds to
+OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
+step it stopped at to OUT/preempt_<process_id>.txt.
 """
 import os
 import pathlib
@@ -16,7 +18,7 @@ def tiny_config():
     from configs import sudoku as sudoku_config
 
     config = sudoku_config.get_config("tiny")
-    config.train.update(steps=4, batch_size=8)
+    config.train.update(steps=4, batch_size=8, augment=True)
     config.checkpoint.every = 2
     config.eval.update(every=4, sample_examples=0)
     return config
@@ -35,6 +37,13 @@ def main():
 
     assert distributed.initialize(f"localhost:{port}", int(nproc), int(pid))
     assert jax.device_count() == 2 * int(nproc) and jax.local_device_count() == 2
+    if mode == "preempt":
+        config = tiny_config()
+        config.train.update(steps=100_000, log_every=2)
+        config.eval.every = config.checkpoint.every = 100_000
+        state = train.train(config, workdir, progress=False)
+        (pathlib.Path(out) / f"preempt_{pid}.txt").write_text(str(int(state.step)))
+        return
     if mode == "train":
         state = train.train(tiny_config(), workdir, progress=False)
         leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]

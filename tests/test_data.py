@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mdm import data
 from mdm.tasks import MazeTask, SudokuTask
@@ -104,3 +105,29 @@ def test_augmented_batches_are_pure_and_split_over_processes():
     assert (a["tokens"] != data.get_batch(split, 0, 4, 8, augment=True)["tokens"]).any()
     parts = [data.get_batch(split, 0, 3, 8, i, 2, augment=True)["tokens"] for i in range(2)]
     assert (np.concatenate(parts) == a["tokens"]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), step=st.integers(0, 10**6), rows=st.integers(1, 40),
+       shape=st.lists(st.integers(1, 5), max_size=2), data_=st.data())
+def test_row_streams_do_not_depend_on_the_other_rows(seed, step, rows, shape, data_):
+    subset = np.array(sorted(data_.draw(st.sets(st.integers(0, rows - 1), min_size=1))))
+    whole, part = data.RowStreams(seed, step, np.arange(rows)), data.RowStreams(seed, step, subset)
+    for _ in range(2):  # the second call draws afresh, the same way for both
+        a, b = whole.random((rows, *shape)), part.random((len(subset), *shape))
+        np.testing.assert_array_equal(a[subset], b)
+        assert ((0 <= a) & (a < 1)).all()
+    np.testing.assert_array_equal(whole.integers(8, rows)[subset], part.integers(8, len(subset)))
+
+
+@pytest.mark.parametrize("name", ["sudoku", "maze5", "maze5_grid"])
+def test_augmented_batches_do_not_depend_on_the_process_count(name):
+    spec = data.DATASETS[name]
+    arrays = spec.generate_chunk(32, (0, 0, 0))
+    split = data.Split(arrays["tokens"], arrays["answer_mask"], {}, spec.task)
+    whole = data.get_batch(split, 5, 9, 16, augment=True)
+    for count in (2, 4):
+        parts = [data.get_batch(split, 5, 9, 16, i, count, augment=True) for i in range(count)]
+        for key in ("tokens", "answer_mask"):
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    assert spec.task.solved(whole["tokens"], whole["tokens"], whole["answer_mask"]).all()  # still answers

@@ -1,9 +1,11 @@
 """Two processes on localhost (2 fake CPU devices each) against one process."""
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -22,12 +24,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two(mode: str, workdir, out) -> None:
+def _start_two(mode: str, workdir, out) -> list[subprocess.Popen]:
     port = _free_port()
     env = dict(os.environ, WANDB_MODE="disabled")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), mode, str(port),
-                               str(i), "2", str(workdir), str(out)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    return [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), mode, str(port),
+                              str(i), "2", str(workdir), str(out)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+def _run_two(mode: str, workdir, out) -> None:
+    procs = _start_two(mode, workdir, out)
     logs = [p.communicate(timeout=400)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
@@ -63,6 +69,26 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
         tokens, nfe, fill_step = _load(out / f"sample_{pid}.npz")
         assert (tokens == alone["tokens"]).all() and (nfe == alone["nfe"]).all()
         assert (fill_step == alone["fill_step"]).all()
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(data_dir, tmp_path):
+    data.load_for(multihost_worker.tiny_config(), "train")  # generate once, before the workers
+    workdir, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    procs = _start_two("preempt", workdir, out)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # only the second process is preempted
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    steps = [int((out / f"preempt_{pid}.txt").read_text()) for pid in range(2)]
+    assert steps[0] == steps[1] and 0 < steps[0] < 100_000, steps
+    assert steps[0] % train.STOP_CHECK_EVERY == 0
+    assert checkpoint.Checkpointer(workdir, read_only=True).complete_steps() == [steps[0]]
+    assert "SIGTERM: saved step" in logs[0]  # process 0 speaks for both
 
 
 def test_distributed_flags_go_together():

@@ -82,24 +82,51 @@ import sys, numpy as np, jax
 sys.path.insert(0, '.')
 from configs import sudoku
 from mdm import train
-c = sudoku.get_config('tiny'); c.eval.sample_examples = 0; c.train.steps = 3
-s = train.train(c, sys.argv[1], progress=False)
 print('devices', jax.device_count())
-np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(s.params)])
+for micro in (0, 1):
+    c = sudoku.get_config('tiny'); c.eval.sample_examples = 0; c.train.steps = 3
+    c.train.micro_batch_size = micro
+    s = train.train(c, f'{sys.argv[1]}_{micro}', progress=False)
+    np.savez(f'{sys.argv[1]}_{micro}.npz', *[np.asarray(x) for x in jax.tree.leaves(s.params)])
 """
 
 
-def test_four_devices_match_one(data_dir, tmp_path):
-    env = {"MDM_DATA_DIR": data_dir}
-    one = run_cli(["-c", _DUMP, str(tmp_path / "one"), str(tmp_path / "one.npz")], env)
-    four = run_cli(["-c", _DUMP, str(tmp_path / "four"), str(tmp_path / "four.npz")],
-                   dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-    assert one.returncode == 0, one.stderr[-2000:]
-    assert four.returncode == 0, four.stderr[-2000:]
-    assert "devices 1" in one.stdout and "devices 4" in four.stdout
-    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "four.npz")
-    for key in a.files:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+def test_the_global_batch_gives_the_same_parameters_on_1_and_4_devices_with_and_without_accumulation(
+        data_dir, tmp_path):
+    """batch 8: 1 device x 1 pass, 1 device x 4 micro-batches of 2 (here); 4 devices x 1 pass
+    of 2, 4 devices x 2 micro-batches of 1 (in a process with 4 devices)."""
+    runs = []
+    for micro in (0, 2):
+        state = train.train(tiny(**{"eval.sample_examples": 0, "train.steps": 3, "train.micro_batch_size": micro}),
+                            str(tmp_path / f"one_{micro}"), progress=False)
+        runs.append([np.asarray(x) for x in jax.tree.leaves(state.params)])
+    out = run_cli(["-c", _DUMP, str(tmp_path / "four")],
+                  {"MDM_DATA_DIR": data_dir, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "devices 4" in out.stdout and "4 device(s) x 2 micro-batches of 1" in out.stdout
+    for micro in (0, 1):
+        with np.load(tmp_path / f"four_{micro}.npz") as f:
+            runs.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_micro_batches_follow_the_device_and_the_config():
+    from mdm import accelerators
+
+    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1    # 1,024 <= 2,048
+    assert accelerators.micro_batches(8192, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 4    # 8,192 / 2,048
+    assert accelerators.micro_batches(8192, 8, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1    # 1,024 each
+    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 401) == 2   # 512 per pass
+    assert accelerators.micro_batches(96, 1, "Tesla T4", "gpu", 401) == 2                  # 64 per pass: 2 x 48
+    assert accelerators.micro_batches(4096, 1, "cpu", "cpu", 81) == 1                      # CPU: no split
+    assert accelerators.micro_batches(64, 1, "cpu", "cpu", 81, micro_batch_size=16) == 4
+
+
+def test_a_micro_batch_that_does_not_divide_the_share_is_one_sentence(data_dir, tmp_path):
+    with pytest.raises(train.TrainingError, match="micro_batch_size 3 does not divide the 8 examples"):
+        train.train(tiny(**{"train.micro_batch_size": 3}), str(tmp_path / "run"), progress=False)
 
 
 def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
@@ -166,12 +193,14 @@ def test_muon_orthogonalises_the_blocks_matrices_only():
 def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     train.train(tiny(**{"eval.sample_examples": 0}), workdir, progress=False)
-    with pytest.raises(train.TrainingError, match="incompatible model .*model.width 32 vs 64"):
+    with pytest.raises(train.TrainingError, match="incompatible model, optimizer or batch .*model.width 32 vs 64"):
         train.train(tiny(**{"model.width": 64}), workdir, progress=False)
     with pytest.raises(train.TrainingError, match="data.name"):
         train.train(tiny(maze_config), workdir, progress=False)
     with pytest.raises(train.TrainingError, match="train.optimizer 'adamw' vs 'muon'"):
         train.train(tiny(**{"train.optimizer": "muon"}), workdir, progress=False)
+    with pytest.raises(train.TrainingError, match="batch .*train.batch_size 8 vs 16"):  # another data stream
+        train.train(tiny(**{"train.batch_size": 16, "train.steps": 8}), workdir, progress=False)
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 4
 
 
@@ -225,10 +254,12 @@ def test_peak_flops_for_mfu_know_the_common_kinds():
     assert accelerators.peak_flops("cpu", "cpu") is None and accelerators.peak_flops("Mystery", "gpu") is None
 
 
-def test_batch_size_zero_is_chosen_for_the_devices(data_dir, tmp_path, capsys):
-    config = tiny(**{"train.batch_size": 0})
-    train.train(config, str(tmp_path / "run"), progress=False)
-    assert config.train.batch_size == 0  # the caller's config is left alone
-    saved = checkpoint.Checkpointer(tmp_path / "run", read_only=True).config()
-    assert saved["train"]["batch_size"] == 64 * jax.device_count()
-    assert f"batch size {64 * jax.device_count()} = 64 per device" in capsys.readouterr().out
+def test_time_budget_stops_saves_and_runs_the_final_eval(data_dir, tmp_path, capsys):
+    config = tiny(**{"train.steps": 100_000, "train.time_budget_s": 1e-6, "eval.every": 100_000,
+                     "checkpoint.every": 100_000, "eval.sample_examples": 0})
+    state = train.train(config, str(tmp_path / "run"), progress=False)
+    assert int(state.step) == 1  # the budget is spent after the first step
+    assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).latest_step() == 1
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any(line["step"] == 1 and "eval/elbo_bits_per_token" in line for line in lines)
+    assert "time budget 1e-06 s: saved step 1 and stopped" in capsys.readouterr().out
