@@ -6,6 +6,8 @@
 
 Groups (no group flag: all of them):
   --data     generation rate of each data set (worker processes: --workers)
+  --input    host time to build one step's batch (gather + augmentation, one process) at
+             --input_batch examples, from a split of the data set's registered train size
   --train    steps/s, tokens/s and model-FLOPs utilisation (accelerators) of each preset, one
              device, random tokens (data loading is not part of it), the preset's global batch
              in the micro-batches the device kind takes (mdm/accelerators.py)
@@ -36,7 +38,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-GROUPS = ("data", "train", "sampler", "speedup")
+GROUPS = ("data", "input", "train", "sampler", "speedup")
 
 
 def hardware() -> dict:
@@ -86,6 +88,29 @@ def config_of(item: str):
     if name not in modules:
         raise ValueError(f"unknown config {name!r} in {item!r}; known: {', '.join(modules)}")
     return modules[name].get_config(preset or "quick")
+
+
+def bench_input(names: list[str], batch: int, steps: int = 20):
+    """What the training loop's background thread does per step, timed alone."""
+    import numpy as np
+
+    from mdm import data
+
+    for name in names:
+        spec = data.DATASETS[name]
+        made = spec.generate_chunk(1000, (123, 0, 0))  # tiled to the registered size: the cost
+        reps = -(-spec.train_size // 1000)              # of gathering does not depend on content
+        split = data.Split(np.tile(made["tokens"], (reps, 1))[:spec.train_size],
+                           np.tile(made["answer_mask"], (reps, 1))[:spec.train_size], {}, spec.task)
+        for augment in (False, True):
+            data.get_batch(split, 0, 0, batch, augment=augment)  # first touch
+            start = time.perf_counter()
+            for step in range(1, steps + 1):
+                data.get_batch(split, 0, step, batch, augment=augment)
+            ms = (time.perf_counter() - start) / steps * 1e3
+            yield row("input", f"batch {name}{', augmented' if augment else ''}", ms, "ms/step",
+                      f"batch {batch} x {spec.task.length} from {spec.train_size:,} examples, one process, "
+                      f"mean of {steps} steps", batch=batch, length=spec.task.length, steps=steps)
 
 
 def measure_train(config, steps: int) -> dict:
@@ -258,6 +283,7 @@ def parse_args(argv):
     parser.add_argument("--datasets", default="sudoku,maze10", help="data group: registered data sets")
     parser.add_argument("--data_n", type=int, default=5000, help="data group: examples of each")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="data group: worker processes")
+    parser.add_argument("--input_batch", type=int, default=2048, help="input group: examples per step")
     parser.add_argument("--presets", default="",
                         help="train and sampler groups: config:preset items (default: the quick presets, "
                              "and the paper presets on a GPU/TPU)")
@@ -285,7 +311,7 @@ def parse_args(argv):
     bad = [a for a in args.allocator_list if a not in allocator.CHOICES]
     if bad:
         parser.error(f"--allocators: {bad[0]!r} is not an allocator; expected some of {', '.join(allocator.CHOICES)}")
-    for name, value in (("data_n", args.data_n), ("workers", args.workers), ("sampler_batch", args.sampler_batch),
+    for name, value in (("data_n", args.data_n), ("input_batch", args.input_batch), ("workers", args.workers), ("sampler_batch", args.sampler_batch),
                         ("examples", args.examples), *(("batches", b) for b in args.batch_list)):
         if value <= 0:
             parser.error(f"--{name} must be positive, not {value}")
@@ -325,12 +351,13 @@ def main(argv=None) -> int:
     cli.quiet_libraries()
     try:
         unknown = [d for d in args.datasets.split(",") if d not in data.DATASETS]
-        if "data" in chosen and unknown:
+        if ("data" in chosen or "input" in chosen) and unknown:
             raise ValueError(f"unknown data set {unknown[0]!r}; known: {', '.join(data.DATASETS)}")
         items = args.presets.split(",") if args.presets else default_presets()
         for item in items:
             config_of(item)  # refuses unknown configs and presets before anything runs
         groups = {"data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),
+                  "input": lambda: bench_input(args.datasets.split(","), args.input_batch),
                   "train": lambda: bench_train(items, args.train_steps),
                   "sampler": lambda: bench_sampler(items, args.sampler_batch),
                   "speedup": lambda: bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)}
