@@ -25,11 +25,11 @@ def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
     out = tmp_path / "bench.json"
     result = run("--workdir", str(tmp_path / "run"), "--datasets", "maze5", "--data_n", "500", "--workers", "1", "--presets", "sudoku:tiny",
                  "--train_steps", "2", "--sampler_batch", "4", "--examples", "12", "--batches", "8",
-                 "--gammas", "0.5", "--out", str(out))
+                 "--gammas", "0.5", "--input_batch", "64", "--out", str(out))
     assert result.returncode == 0, result.stderr
     saved = json.loads(out.read_text())
     rows = saved["rows"]
-    assert {r["group"] for r in rows} == {"data", "train", "sampler", "speedup"}
+    assert {r["group"] for r in rows} == {"data", "input", "train", "sampler", "speedup"}
     for r in rows:
         assert {"backend", "device_kind", "jax", "date"} <= set(r) and r["value"] > 0
     train_row = next(r for r in rows if r["group"] == "train")
@@ -61,3 +61,32 @@ def test_allocators_side_by_side(data_dir, tmp_path):
     assert "whole process" in rows[0]["detail"]
     bad = run("--train", "--allocators", "jemallocc")
     assert bad.returncode == 2 and "'jemallocc' is not an allocator" in bad.stderr
+
+
+def test_the_accelerator_command_rehearses_on_a_cpu_and_writes_its_files(tmp_path):
+    """The GPU window's command, end to end on tiny settings: data made in memory (no TFDS),
+    probe, budgeted training, bf16 export, gamma chosen on validation, test at two row counts."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.accelerator", "--out", str(out), "--rehearse"],
+                            cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size < 16e6 for p in files)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"sudoku_paper", "maze10_grid_paper"}
+    sys.path.insert(0, str(ROOT))
+    from mdm import pretrained
+
+    for name, record in results["models"].items():
+        assert record["ok"], record
+        train = record["train"]
+        assert 0 < train["steps"] <= train["planned_steps"] and train["steps_per_s"] > 0
+        assert train["examples_seen"] == train["steps"] * 16
+        sampling = record["sampling"]
+        assert sampling["validation"]["chosen_gamma"] in (0.01, 1.0)
+        assert set(sampling["test"]) == {"8", "16"}
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["dtype"] == "bfloat16" and manifest["step"] == train["steps"]
+        assert manifest["results"]["accelerator"]["test"] == sampling["test"]
+        pretrained.load(out / name)  # the shipped folder loads, its checksum holds
