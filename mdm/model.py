@@ -54,27 +54,27 @@ class ModelConfig:
 
     def peer_mask(self) -> np.ndarray:
         """[L, L] bool: query i may attend to key j (they share a group in some factor)."""
-        groups_FxL = np.asarray(self.position_groups)
-        return ((groups_FxL[:, :, None] == groups_FxL[:, None, :]) & (groups_FxL[:, :, None] >= 0)).any(0) \
+        groups_GxL = np.asarray(self.position_groups)
+        return ((groups_GxL[:, :, None] == groups_GxL[:, None, :]) & (groups_GxL[:, :, None] >= 0)).any(0) \
             | np.eye(self.length, dtype=bool)
 
     def group_ids(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(ids [F, L] into one table of all factors' groups, present [F, L], table size)."""
-        groups_FxL = np.asarray(self.position_groups)
-        sizes_F = groups_FxL.max(1) + 1
-        offsets_F = np.cumsum(sizes_F) - sizes_F
-        present_FxL = groups_FxL >= 0
-        return np.where(present_FxL, groups_FxL + offsets_F[:, None], 0), present_FxL, int(sizes_F.sum())
+        groups_GxL = np.asarray(self.position_groups)
+        sizes_G = groups_GxL.max(1) + 1
+        offsets_G = np.cumsum(sizes_G) - sizes_G
+        present_GxL = groups_GxL >= 0
+        return np.where(present_GxL, groups_GxL + offsets_G[:, None], 0), present_GxL, int(sizes_G.sum())
 
 
 def _rotary(length: int, head_dim: int) -> tuple[jax.Array, jax.Array]:
     freq = 1.0 / (10_000 ** (jnp.arange(0, head_dim, 2) / head_dim))
-    angle_LxH = jnp.arange(length)[:, None] * freq[None, :]
-    return jnp.cos(angle_LxH), jnp.sin(angle_LxH)
+    angle_LxK = jnp.arange(length)[:, None] * freq[None, :]
+    return jnp.cos(angle_LxK), jnp.sin(angle_LxK)
 
 
-def _apply_rotary(x_BxLxNxH: jax.Array, cos_LxK: jax.Array, sin_LxK: jax.Array) -> jax.Array:
-    x1, x2 = jnp.split(x_BxLxNxH, 2, axis=-1)
+def _apply_rotary(x_BxLxHxK: jax.Array, cos_LxK: jax.Array, sin_LxK: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x_BxLxHxK, 2, axis=-1)
     cos, sin = cos_LxK[None, :, None, :].astype(x1.dtype), sin_LxK[None, :, None, :].astype(x1.dtype)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
@@ -94,17 +94,17 @@ class Block(nnx.Module):
         self.mlp_out = nnx.Linear(cfg.mlp_ratio * d, d, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxLxD: jax.Array, rotary: tuple[jax.Array, jax.Array] | None,
-                 bias_1xNxLxL: jax.Array | None) -> jax.Array:
+                 bias_1xHxLxL: jax.Array | None) -> jax.Array:
         b, length, d = x_BxLxD.shape
         qkv = self.qkv(self.norm_attn(x_BxLxD)).reshape(b, length, 3, self.heads, d // self.heads)
-        q_BxLxNxH, k_BxLxNxH, v_BxLxNxH = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if rotary is not None:
-            q_BxLxNxH = _apply_rotary(q_BxLxNxH, *rotary)
-            k_BxLxNxH = _apply_rotary(k_BxLxNxH, *rotary)
-        y_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, bias=bias_1xNxLxL)
-        x_BxLxD = x_BxLxD + self.attn_out(y_BxLxNxH.reshape(b, length, d))
-        h_BxLxF = jax.nn.gelu(self.mlp_in(self.norm_mlp(x_BxLxD)))
-        return x_BxLxD + self.mlp_out(h_BxLxF)
+            q_BxLxHxK = _apply_rotary(q_BxLxHxK, *rotary)
+            k_BxLxHxK = _apply_rotary(k_BxLxHxK, *rotary)
+        y_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias=bias_1xHxLxL)
+        x_BxLxD = x_BxLxD + self.attn_out(y_BxLxHxK.reshape(b, length, d))
+        h_BxLxM = jax.nn.gelu(self.mlp_in(self.norm_mlp(x_BxLxD)))
+        return x_BxLxD + self.mlp_out(h_BxLxM)
 
 
 class Transformer(nnx.Module):
@@ -131,18 +131,18 @@ class Transformer(nnx.Module):
         if cfg.positions == "learned":
             x_BxLxD = x_BxLxD + self.position[...].astype(x_BxLxD.dtype)[None]
         elif cfg.positions == "structured":
-            ids_FxL, present_FxL, _ = cfg.group_ids()
-            present_FxLx1 = jnp.asarray(present_FxL, x_BxLxD.dtype)[..., None]
-            x_BxLxD = x_BxLxD + (self.group_embed(jnp.asarray(ids_FxL)) * present_FxLx1).sum(0)[None]
+            ids_GxL, present_GxL, _ = cfg.group_ids()
+            present_GxLx1 = jnp.asarray(present_GxL, x_BxLxD.dtype)[..., None]
+            x_BxLxD = x_BxLxD + (self.group_embed(jnp.asarray(ids_GxL)) * present_GxLx1).sum(0)[None]
         else:
             rotary = _rotary(tokens_BxL.shape[1], cfg.width // cfg.heads)
-        bias_1xNxLxL = None
+        bias_1xHxLxL = None
         if cfg.peer_heads:  # the first peer_heads heads see peers only; dense, same FLOPs
-            peer_N = np.arange(cfg.heads) < cfg.peer_heads
-            allowed_1xNxLxL = (cfg.peer_mask()[None] | ~peer_N[:, None, None])[None]
+            peer_H = np.arange(cfg.heads) < cfg.peer_heads
+            allowed_1xHxLxL = (cfg.peer_mask()[None] | ~peer_H[:, None, None])[None]
             # An additive bias, not a boolean mask: the same result, ~20% faster attention on
             # XLA:CPU. Built once here for all blocks.
-            bias_1xNxLxL = jnp.asarray(np.where(allowed_1xNxLxL, 0.0, -1e9), x_BxLxD.dtype)
+            bias_1xHxLxL = jnp.asarray(np.where(allowed_1xHxLxL, 0.0, -1e9), x_BxLxD.dtype)
         if cfg.time_conditioning:
             if t_B is None:
                 raise ValueError("this model was built with time_conditioning and needs t")
@@ -152,8 +152,26 @@ class Transformer(nnx.Module):
             x_BxLxD = x_BxLxD + self.time_in(feat_BxD.astype(x_BxLxD.dtype))[:, None, :]
         for _ in range(cfg.loops):  # unrolled: XLA sees loops x depth blocks, weights shared
             for block in self.blocks:
-                x_BxLxD = block(x_BxLxD, rotary, bias_1xNxLxL)
+                x_BxLxD = block(x_BxLxD, rotary, bias_1xHxLxL)
         return self.head(self.norm_out(x_BxLxD)).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """The one way the project calls a model (training's loss, training's eval, the sampler,
+    the study): forward(params, tokens_BxL, t_B=None) -> logits_BxLxV, float32.
+
+    params is a plain nested dict (nnx.to_pure_dict). Hashable, so jitted functions take it as
+    a static argument. `time_input`: the model is time-conditioned (t_B is used, else
+    ignored); `schedule` maps a row's masked fraction to its time when a sampler calls it
+    (mdm.sampling.forward).
+    """
+    graphdef: nnx.GraphDef
+    time_input: bool = False
+    schedule: str = "linear"
+
+    def __call__(self, params: dict, tokens_BxL: jax.Array, t_B: jax.Array | None = None) -> jax.Array:
+        return nnx.merge(self.graphdef, params)(tokens_BxL, t_B if self.time_input else None)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -199,18 +199,16 @@ def block_eligible(masked_BxL: jax.Array, answer_mask_BxL: jax.Array, block_size
 
 def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: jax.Array,
             answer_BxL: jax.Array) -> jax.Array:
-    """The model's logits [B, L, V]: the one place every caller (sampler, study) calls a model.
+    """The model's logits [B, L, V]: the one place the sampler and the study call a model.
 
-    apply_fn(params, tokens [B, L]) -> logits [B, L, V]. An apply_fn with the attribute
-    `takes_time` (a time-conditioned model) also gets t [B]: the time at which the schedule
-    (its attribute `schedule`, linear if absent) masks the fraction of the row's answer
-    positions that is masked now.
+    apply_fn(params, tokens [B, L]) -> logits [B, L, V] (a ModelFn's apply). A time-conditioned
+    mdm.model.Forward (time_input) also gets t [B]: the time at which its schedule masks the
+    fraction of the row's answer positions that is masked now.
     """
-    if not getattr(apply_fn, "takes_time", False):
+    if not getattr(apply_fn, "time_input", False):
         return apply_fn(params, tokens_BxL)
     fraction_B = masked_BxL.sum(-1) / jnp.maximum(answer_BxL.sum(-1), 1)
-    t_B = diffusion.time_of_masked_fraction(getattr(apply_fn, "schedule", "linear"), fraction_B)
-    return apply_fn(params, tokens_BxL, t_B)
+    return apply_fn(params, tokens_BxL, diffusion.time_of_masked_fraction(apply_fn.schedule, fraction_B))
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "slots", "with_trace"))
@@ -329,28 +327,25 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
 
 # ----------------------------------------------------------------------------- model glue + eval
 
-@functools.lru_cache(maxsize=16)
-def _apply_for(graphdef, time_input: bool, schedule: str) -> Callable:
+class ModelFn(NamedTuple):
+    """A model as the sampler, the study and training's eval take it: (apply, params).
+
+    apply(params, tokens_BxL) -> logits_BxLxV; usually an mdm.model.Forward (made by
+    `model_fn_from`), which also carries whether the model is time-conditioned and its
+    schedule. Any plain function of (params, tokens) works too (tests use toy models)."""
+    apply: Callable
+    params: Any
+
+
+def model_fn_from(graphdef, params, schedule: str = "linear") -> ModelFn:
+    """The ModelFn of an nnx graphdef and its parameters; `schedule` (the training config's
+    diffusion.schedule) maps masked fractions to times for time-conditioned models."""
     from flax import nnx
 
-    if time_input:
-        def apply(params, tokens_BxL, t_B):
-            return nnx.merge(graphdef, params)(tokens_BxL, t_B)
-        apply.takes_time = True
-        apply.schedule = schedule
-    else:
-        def apply(params, tokens_BxL):
-            return nnx.merge(graphdef, params)(tokens_BxL)
-    return apply
+    from mdm.model import Forward
 
-
-def model_fn_from(graphdef, params, schedule: str = "linear") -> tuple[Callable, Any]:
-    """(apply_fn, params) for `generate` from an nnx graphdef and its parameters; `schedule`
-    (the training config's diffusion.schedule) maps masked fractions to times for
-    time-conditioned models."""
-    from flax import nnx
-
-    return _apply_for(graphdef, nnx.merge(graphdef, params).cfg.time_conditioning, schedule), params
+    time_input = nnx.merge(graphdef, params).cfg.time_conditioning
+    return ModelFn(Forward(graphdef, time_input, schedule), params)
 
 
 _COMPILED: dict = {}
@@ -370,7 +365,7 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
     return _COMPILED[key]
 
 
-def _sample_rows(model_fn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
+def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
                  batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int
                  ) -> tuple[dict[str, np.ndarray], float]:
     """Per-example outputs of `generate` for rows that are examples first_example, ... of the
@@ -399,7 +394,7 @@ def _sample_rows(model_fn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: 
     return rows, wall
 
 
-def evaluate(model_fn: tuple[Callable, Any], split, cfg: SamplerConfig, batch_size: int = 256,
+def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256,
              seed: int = 0, refill: bool = True, with_trace: bool = False) -> dict:
     """Samples every example of `split` and checks the answers with the task's checker.
 

@@ -25,7 +25,7 @@ def top1_for(cfg: SamplerConfig) -> SamplerConfig:
                          top_p=cfg.top_p, block_size=cfg.block_size)
 
 
-def run_settings(model_fn, split, settings: list[SamplerConfig], batch_size: int = 256, seed: int = 0,
+def run_settings(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig], batch_size: int = 256, seed: int = 0,
                  refill: bool = True, progress: bool = True, with_trace: bool = False
                  ) -> tuple[list[dict], dict]:
     """Evaluates each setting and its top-1 baseline (each distinct setting once).
@@ -118,7 +118,7 @@ def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, answer_L: np.ndarra
     return joint
 
 
-def tightness(model_fn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
+def tightness(model_fn: sampling.ModelFn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
     """For steps that unmasked 2 or 3 positions, in two chain-rule orders (highest confidence
     first, and reversed): the total correlation TC of the model's chain-rule joint; the bound
     EB uses, sum(H) - max(H) of the network's direct marginals (`bound`); the same bound from
@@ -163,7 +163,7 @@ def _star_setting(study, summary: list[dict]) -> SamplerConfig:
     return SamplerConfig(rule="eb", gamma=float(gamma), proxy=study.proxies[0])
 
 
-def path_rows(model_fn, split, study, outputs: dict, star_cfg: SamplerConfig) -> list[dict]:
+def path_rows(model_fn: sampling.ModelFn, split, study, outputs: dict, star_cfg: SamplerConfig) -> list[dict]:
     """Path tasks: where answers fail for top-1 in confidence order, top-1 left to right
     (block_size=1) and the star setting; [] for other tasks."""
     if stats.path_diagnostics(outputs[star_cfg], split) is None:
@@ -180,7 +180,7 @@ def path_rows(model_fn, split, study, outputs: dict, star_cfg: SamplerConfig) ->
     return rows
 
 
-def run_study(model_fn, split, study, workdir, writers=None, progress: bool = True,
+def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, progress: bool = True,
               schedule: str = "linear") -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
     bound_steps.csv, decomposition.csv, reliability.csv/png, tightness.csv/png, limit.png,

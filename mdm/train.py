@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mdm import accelerators, allocator, checkpoint, data, diffusion, metrics
 from mdm.config import OPTIMIZERS, validate
 from mdm.distributed import is_primary
-from mdm.model import ModelConfig, Transformer, abstract_params, count_params, model_config
+from mdm.model import Forward, ModelConfig, Transformer, abstract_params, count_params, model_config
 
 
 class TrainingError(RuntimeError):
@@ -78,11 +78,6 @@ def init_model(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, dict]:
     return graphdef, nnx.to_pure_dict(state)
 
 
-def apply_model(graphdef: nnx.GraphDef, params: dict, tokens_BxL: jax.Array,
-                t_B: jax.Array | None = None) -> jax.Array:
-    return nnx.merge(graphdef, params)(tokens_BxL, t_B)
-
-
 def _abstract_state(config, task) -> tuple[nnx.GraphDef, TrainState]:
     graphdef, params = abstract_params(config, task)
     tx = make_optimizer(config)
@@ -103,7 +98,7 @@ def _mask_batch(cfg: ModelConfig, config, batch: dict, key: jax.Array) -> dict:
 
 def _elbo_sums(graphdef, cfg: ModelConfig, config, params, masked_batch: dict) -> dict:
     m = masked_batch
-    logits_BxLxV = apply_model(graphdef, params, m["z"], m["t"] if cfg.time_conditioning else None)
+    logits_BxLxV = Forward(graphdef, cfg.time_conditioning)(params, m["z"], m["t"])
     return diffusion.elbo_sums(logits_BxLxV, m["tokens"], m["masked"], m["answer_mask"], m["t"],
                                config.diffusion.schedule)
 

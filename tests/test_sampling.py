@@ -226,7 +226,7 @@ def test_time_conditioned_models_get_the_masked_fraction_of_answers():
         confidence = 10.0 - jnp.arange(tokens_BxL.shape[1])  # [L]
         onehot = jax.nn.one_hot(value, V)[:, None, :]  # [B, 1, V]
         return confidence[None, :, None] * onehot
-    apply.takes_time = True
+    apply.time_input, apply.schedule = True, "linear"  # what an mdm.model.Forward carries
     tokens = jnp.zeros((1, 7), jnp.int32)
     answer = jnp.array([[False, True, False, True, True, False, True]])  # prompt positions too
     out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="topk", k=1))
@@ -321,8 +321,7 @@ def test_time_conditioned_models_get_the_schedules_time(schedule):
         value = jnp.round(4 * fraction).astype(jnp.int32)  # the masked count, 4 answers
         confidence = 10.0 - jnp.arange(tokens_BxL.shape[1])
         return confidence[None, :, None] * jax.nn.one_hot(value, V)[:, None, :]
-    apply.takes_time = True
-    apply.schedule = schedule
+    apply.time_input, apply.schedule = True, schedule
     tokens = jnp.zeros((1, 7), jnp.int32)
     answer = jnp.array([[False, True, False, True, True, False, True]])
     out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="topk", k=1))
