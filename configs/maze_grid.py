@@ -1,25 +1,23 @@
 """Grid mazes (one prompt and one answer token per cell, mdm/tasks/maze_grid.py): presets quick (5x5) and cpu (10x10) for a 2-core CPU, paper (10x10, GPU/TPU), tiny (tests).
 
-The same DFS mazes as configs/maze.py, written so that the answer is local: every head attends
-only to a cell and its four lattice neighbours (both segments), positions are the cell and
-its neighbour pairs (structured), and every training maze gets a random rotation or reflection.
+Every head attends only to a cell and its four lattice neighbours (both segments), positions
+are the cell and its neighbour pairs (structured), every training maze gets a random rotation
+or reflection; quick and cpu use Muon, learning rate 2e-3. Measured on a 2-core x86_64 CPU
+under mimalloc, data generated, time by /usr/bin/time (evals included), steps/s the mean of
+the logged values.
 
   python train.py --config configs/maze_grid.py:quick --workdir runs/maze5_grid_quick
-      5x5 grid mazes (sequence length 50), 0.8M parameters, 3,000 steps x 64 = 192,000
-      examples, Muon, learning rate 2e-3. Measured on a 2-core CPU, alone, under mimalloc, data
-      generated: 10 min 59 s (/usr/bin/time, final eval included) at 4.83 steps/s (mean of the
-      logged values); top-1 solves 100.0% of the 2,000 test mazes at 25 model calls; EB at
-      gamma=0.001 (the largest gamma keeping 99% of top-1 on the validation split) 99.8% at
-      3.50 mean calls, 95.9% at 2.42 (gamma=0.01) (python sample.py --workdir
-      runs/maze5_grid_quick --gamma 0,0.001,0.01,0.1,1 --batch_size 256).
+      5x5 (sequence length 50), 0.8M parameters, 3,000 steps x 64 = 192,000 examples: 10 min
+      59 s at 4.83 steps/s; on the 2,000 test mazes top-1 100.0% at 25 model calls, EB 99.8% at
+      3.50 mean calls with gamma=0.001, chosen on the validation split (python sample.py
+      --workdir runs/maze5_grid_quick --gamma 0,0.001,0.01,0.1,1 --batch_size 256).
   python train.py --config configs/maze_grid.py:cpu --workdir runs/maze10_grid_cpu
-      10x10 grid mazes (sequence length 200), 0.9M parameters, 2,400 steps x 64 = 153,600
-      examples, Muon, learning rate 2e-3. Measured on a 2-core CPU under mimalloc: 49 min 04 s
-      (/usr/bin/time, evals included) at 0.93 steps/s; top-1 solves 99.2% of the first 256
-      test mazes at 100 model calls (training's final eval), EB gamma=0.1 36.7% at 6.58.
-      pretrained/maze10_grid_cpu is this run.
+      10x10 (sequence length 200), 0.9M parameters, 2,400 steps x 64 = 153,600 examples:
+      49 min 04 s at 0.93 steps/s; top-1 99.2% of the first 256 test mazes at 100 model calls,
+      EB gamma=0.1 36.7% at 6.58 (training's final eval). Shipped as pretrained/maze10_grid_cpu.
   python train.py --config configs/maze_grid.py:paper --workdir runs/maze10_grid
-      10x10 grid mazes, 6.3M parameters; for a GPU/TPU (not yet measured).
+      10x10, 6.3M parameters, global batch 1,024 x 12,500 steps = 12.8M examples, learning rate
+      1e-3; for a GPU/TPU (python -m benchmarks.accelerator); not yet measured.
 """
 from mdm.config import apply_preset, base_config
 
@@ -32,10 +30,10 @@ def get_config(preset: str = "quick"):
     c.train.augment = True
     if preset in ("quick", "cpu"):
         c.train.optimizer = "muon"
-    if preset == "quick":  # 4.3 steps/s on a 2-core CPU (python -m benchmarks --train --presets maze_grid:quick)
+    if preset == "quick":
         c.train.steps = c.eval.every = 3000
         c.checkpoint.every = 750
-    elif preset == "cpu":  # 0.78 steps/s: length 200
+    elif preset == "cpu":
         c.train.steps = 2400
         c.eval.every = 1200
         c.checkpoint.every = 300
