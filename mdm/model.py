@@ -121,8 +121,10 @@ class Transformer(nnx.Module):
         if cfg.time_conditioning:
             self.time_in = nnx.Linear(cfg.width, cfg.width, dtype=dtype, rngs=rngs)
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.depth)])
-        self.norm_out = nnx.RMSNorm(cfg.width, dtype=dtype, rngs=rngs)
-        self.head = nnx.Linear(cfg.width, cfg.vocab_size, dtype=dtype, rngs=rngs)
+        # The output layer computes in float32 on every backend: confident positions' entropies
+        # (1e-4 to 1e-3 nats) depend exponentially on the logit gap, which bf16 would round.
+        self.norm_out = nnx.RMSNorm(cfg.width, dtype=jnp.float32, rngs=rngs)
+        self.head = nnx.Linear(cfg.width, cfg.vocab_size, dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, tokens_BxL: jax.Array, t_B: jax.Array | None = None) -> jax.Array:
         cfg = self.cfg
@@ -153,7 +155,7 @@ class Transformer(nnx.Module):
         for _ in range(cfg.loops):  # unrolled: XLA sees loops x depth blocks, weights shared
             for block in self.blocks:
                 x_BxLxD = block(x_BxLxD, rotary, bias_1xHxLxL)
-        return self.head(self.norm_out(x_BxLxD)).astype(jnp.float32)
+        return self.head(self.norm_out(x_BxLxD.astype(jnp.float32)))
 
 
 @dataclasses.dataclass(frozen=True)

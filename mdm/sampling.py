@@ -100,12 +100,32 @@ class SamplerState:
 
 # ----------------------------------------------------------------------------- selection rules
 
+def sampled_logits(cfg: "SamplerConfig", logits_BxLxV: jax.Array) -> jax.Array:
+    """Float32 logits of the distribution the sampler draws from: the model's for argmax
+    (temperature 0, the paper's setting), else divided by the temperature and cut to the top_p
+    nucleus (-inf outside it). The proxies and EB's entropies are computed from these, so
+    gamma bounds the distribution that is sampled."""
+    logits = logits_BxLxV.astype(jnp.float32)
+    if cfg.temperature == 0:
+        return logits
+    logits = logits / cfg.temperature
+    if cfg.top_p < 1:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
+        # Keep the smallest set whose mass reaches top_p (the top token always survives).
+        cutoff_index = jnp.minimum(jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True), logits.shape[-1] - 1)
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, -1)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return logits
+
+
 def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
     """Entropy, confidence and margin of each position's predictive distribution (and its log
-    probabilities, `logp`, which the trace reuses)."""
+    probabilities, `logp`, which the trace reuses). Logits of -inf (outside a nucleus) count
+    as probability 0."""
     logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
     p = jnp.exp(logp)
-    entropy = -(p * logp).sum(-1)
+    entropy = -jnp.where(p > 0, p * logp, 0.0).sum(-1)
     top2 = jax.lax.top_k(p, 2)[0]
     return {"entropy": jnp.maximum(entropy, 0.0), "confidence": top2[..., 0],
             "margin": top2[..., 0] - top2[..., 1], "logp": logp}
@@ -173,17 +193,10 @@ def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: 
 
 
 def draw_tokens(cfg: SamplerConfig, logits_BxLxV: jax.Array, key_B: jax.Array) -> jax.Array:
+    """Argmax (temperature 0), else a draw from `sampled_logits` (already tempered and cut)."""
     if cfg.temperature == 0:
         return logits_BxLxV.argmax(-1).astype(jnp.int32)
-    logits = logits_BxLxV.astype(jnp.float32) / cfg.temperature
-    if cfg.top_p < 1:
-        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
-        # Keep the smallest set whose mass reaches top_p (the top token always survives).
-        cutoff_index = jnp.minimum(jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True), logits.shape[-1] - 1)
-        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, -1)
-        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-    return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, -1))(key_B, logits).astype(jnp.int32)
+    return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, -1))(key_B, logits_BxLxV).astype(jnp.int32)
 
 
 def block_eligible(masked_BxL: jax.Array, answer_mask_BxL: jax.Array, block_size: int) -> jax.Array:
@@ -270,7 +283,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
 
     def step(s: SamplerState) -> SamplerState:
         answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
-        logits_BxLxV = call(params, s.tokens_BxL, s.masked_BxL, answer_BxL)
+        logits_BxLxV = sampled_logits(cfg, call(params, s.tokens_BxL, s.masked_BxL, answer_BxL))
         active_B = s.masked_BxL.any(-1)
         keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
             first_example + s.slot_example_B, s.row_step_B)

@@ -374,3 +374,40 @@ def test_evaluate_compiles_once_for_repeated_calls(monkeypatch):
     assert first["tokens"].shape == again["tokens"].shape
     sampling.evaluate((apply, w), split, SamplerConfig(rule="topk", k=1), batch_size=4)
     assert len(lowered) == 2  # another rule compiles
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (2.5, 1.0), (0.5, 1.0), (2.0, 0.6)])
+def test_entropies_are_those_of_the_distribution_sampled(temperature, top_p):
+    """Every position has the same logits; the trace's entropy of the first step's unmasked
+    position must be that of softmax(logits / T) cut to the top_p nucleus, not the model's."""
+    logits_V = jnp.array([3.0, 1.0, 0.5, 0.0, -1.0, -2.0])  # V = 6
+
+    def apply(params, tokens_BxL):
+        return jnp.broadcast_to(logits_V, tokens_BxL.shape + (V,))
+    tokens = jnp.zeros((1, 6), jnp.int32)
+    answer = jnp.ones((1, 6), bool)
+    cfg = SamplerConfig(rule="topk", k=1, temperature=temperature, top_p=top_p)
+    out = sampling.generate(apply, None, tokens, answer, cfg, with_trace=True)
+    p = np.exp(np.asarray(logits_V, np.float64) / temperature)
+    p /= p.sum()
+    if top_p < 1:  # the smallest set of most likely tokens whose mass reaches top_p
+        order = np.argsort(-p)
+        keep = order[:np.searchsorted(np.cumsum(p[order]), top_p) + 1]
+        p = np.where(np.isin(np.arange(V), keep), p, 0.0)
+        p /= p.sum()
+    expected = -(p[p > 0] * np.log(p[p > 0])).sum()
+    assert float(out["trace"]["mean_entropy"][0, 0]) == pytest.approx(expected, rel=1e-4)
+    assert (np.asarray(out["tokens"]) < V).all()
+
+
+def test_logits_are_float32_even_with_bfloat16_compute():
+    from flax import nnx
+
+    from mdm.model import ModelConfig, Transformer
+
+    cfg = ModelConfig(vocab_size=V, length=12, width=16, depth=1, heads=2, compute_dtype="bfloat16")
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    logits = np.asarray(model(jnp.arange(12)[None] % V))
+    assert logits.dtype == np.float32
+    # A bfloat16 output layer gives logits that bfloat16 represents exactly; a float32 one does not.
+    assert (logits != logits.astype(jnp.bfloat16).astype(np.float32)).any()
