@@ -11,14 +11,24 @@ import numpy as np
 from mdm import stats
 
 
+def versus_top1(r: dict) -> str:
+    """'+3/-11, -0.4 [-0.9, +0.1]': examples only this setting / only top-1 solves, and the
+    difference of solve rates in points with its exact 95% interval (same examples)."""
+    if "only_setting" not in r:
+        return ""
+    return (f"+{r['only_setting']}/-{r['only_top1']}, {100 * r['difference']:+.1f} "
+            f"[{100 * r['difference_low']:+.1f}, {100 * r['difference_high']:+.1f}]")
+
+
 def format_table(rows: list[dict]) -> str:
     header = f"{'setting':<32} {'solved':>7} {'tok acc':>7} {'NFE mean':>8} {'med':>5} {'p95':>5} " \
-             f"{'NFE x':>6} {'wall x':>6} {'ex/s':>8}"
+             f"{'NFE x':>6} {'wall x':>6} {'ex/s':>8}  vs top-1: only here/only top-1, points [95% CI]"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['setting']:<32} {r['solve_rate']:>7.1%} {r['token_accuracy']:>7.1%} "
                      f"{r['mean_nfe']:>8.2f} {r['median_nfe']:>5.0f} {r['p95_nfe']:>5.0f} "
-                     f"{r['nfe_speedup']:>6.2f} {r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}")
+                     f"{r['nfe_speedup']:>6.2f} {r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  "
+                     f"{versus_top1(r)}")
     return "\n".join(lines)
 
 
@@ -60,17 +70,21 @@ def markdown(rows, summary, bound_table, tight, limit, study, n_examples, decomp
 
 def _head(rows, summary, bound_table, study, n_examples, decomposition, calibration) -> list[str]:
     pct = PCT
+    rows = [dict(r, vs_top1=versus_top1(r)) for r in rows]
+    summary = [dict(r, vs_top1=versus_top1(r) if r["only_setting"] == r["only_setting"] else "") for r in summary]
     return [f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
              f"(keep fraction {study.keep_fraction:g}).\n",
              "## Frontier: fewest mean NFE that keeps "
              f"{study.keep_fraction:.0%} of top-1's solve rate\n",
              _md_table(summary, ["rule", "proxy", "top1_solve_rate", "top1_mean_nfe", "best_setting",
-                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup"],
+                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup", "vs_top1"],
                        {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}",
                         "best_mean_nfe": "{:.2f}", "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
+             "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
+             "of solve rates in points with its exact 95% interval, on the same examples.)\n"
              "\n![frontier](frontier.png)\n\n## Every setting\n",
              _md_table(rows, ["setting", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe", "nfe_speedup",
-                              "wall_speedup"],
+                              "wall_speedup", "vs_top1"],
                        {"solve_rate": pct, "token_accuracy": pct, "mean_nfe": "{:.2f}", "p95_nfe": "{:.0f}",
                         "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
              "\n## Does error grow with the bound?\n\nSteps pooled over every EB and top-k setting, "

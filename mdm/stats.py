@@ -27,6 +27,60 @@ def joint_marginals(joint: np.ndarray) -> np.ndarray:
     return np.stack([joint.sum(axis=tuple(a for a in range(k) if a != i)) for i in range(k)])
 
 
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (exact for any n used here)."""
+    import math
+
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0:
+        return 1.0
+    if p >= 1:
+        return 0.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+            + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for a binomial proportion k / n, by bisection."""
+    if n == 0:
+        return 0.0, 1.0
+    target = (1 - level) / 2
+
+    def upper(successes: int) -> float:  # the p with P(X <= successes; n, p) = target
+        lo, hi = 0.0, 1.0
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if _binom_cdf(successes, n, mid) > target else (lo, mid)
+        return (lo + hi) / 2
+
+    return (0.0 if k == 0 else 1 - upper(n - k)), (1.0 if k == n else upper(k))
+
+
+def paired(solved_a: np.ndarray, solved_b: np.ndarray, level: float = 0.95) -> dict:
+    """A against B on the same examples: the discordant counts, the difference of solve rates
+    (A - B), an exact 95% interval on it and McNemar's exact two-sided p-value.
+
+    Given m discordant examples, those A alone solves are Binomial(m, pi) and the difference is
+    (m / n)(2 pi - 1); the interval maps pi's Clopper-Pearson interval through that line.
+    """
+    a, b = np.asarray(solved_a, bool), np.asarray(solved_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same examples: {a.shape} vs {b.shape}")
+    n = a.size
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    m = only_a + only_b
+    lo_pi, hi_pi = clopper_pearson(only_a, m, level)
+    scale = m / max(n, 1)
+    p_value = 1.0 if m == 0 else min(1.0, 2 * _binom_cdf(min(only_a, only_b), m, 0.5))
+    return {"examples": n, "only_a": only_a, "only_b": only_b,
+            "difference": (only_a - only_b) / max(n, 1),
+            "low": scale * (2 * lo_pi - 1) if m else 0.0, "high": scale * (2 * hi_pi - 1) if m else 0.0,
+            "p_value": p_value}
+
+
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
     """Per (example, step): the bound value of the chosen set, its model-error term (sum of
     -log q(reference token) over the set), its size, and how many of its tokens are wrong
@@ -120,6 +174,8 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
                         "best_solve_rate": best["solve_rate"] if best else float("nan"),
                         "best_mean_nfe": best["mean_nfe"] if best else float("nan"),
                         "nfe_speedup": base["mean_nfe"] / best["mean_nfe"] if best else float("nan"),
+                        **{k: best.get(k, float("nan")) if best else float("nan")
+                           for k in ("only_setting", "only_top1", "difference", "difference_low", "difference_high")},
                         "wall_speedup": base["wall_s"] / best["wall_s"] if best else float("nan")})
     return summary
 

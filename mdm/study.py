@@ -49,8 +49,15 @@ def run_settings(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig
                      **{k: out[k] for k in ("solve_rate", "token_accuracy", "mean_nfe", "median_nfe",
                                             "p95_nfe", "examples_per_s", "wall_s")},
                      "nfe_speedup": base["mean_nfe"] / out["mean_nfe"],
-                     "wall_speedup": base["wall_s"] / out["wall_s"]})
+                     "wall_speedup": base["wall_s"] / out["wall_s"], **_against(out, base)})
     return rows, outputs
+
+
+def _against(out: dict, base: dict) -> dict:
+    """A setting against its top-1 baseline on the same examples (stats.paired)."""
+    p = stats.paired(out["solved"], base["solved"])
+    return {"only_setting": p["only_a"], "only_top1": p["only_b"], "difference": p["difference"],
+            "difference_low": p["low"], "difference_high": p["high"], "mcnemar_p": p["p_value"]}
 
 
 def validate_study(study) -> None:

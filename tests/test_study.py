@@ -173,3 +173,25 @@ def test_reliability_bins_tokens_by_confidence():
     rows = stats.reliability(out, Split())
     assert [(r["tokens"], r["accuracy"]) for r in rows] == [(1, 1.0), (2, 0.5)]
     assert stats.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))
+
+
+def test_paired_interval_and_mcnemar_against_a_hand_computation():
+    """100 examples, A alone solves 10, B alone 2. Discordant m = 12, A's share 10/12; its
+    Clopper-Pearson interval (0.5159, 0.9791) (tables; a binomial with n = 12) maps to
+    (12/100)(2 pi - 1) = (0.0038, 0.1150); McNemar's exact p = 2 P(X <= 2 | 12, 1/2) = 0.03857."""
+    a = np.zeros(100, bool)
+    b = np.zeros(100, bool)
+    a[:50] = b[:50] = True  # both
+    a[50:60] = True         # A alone
+    b[60:62] = True         # B alone
+    p = stats.paired(a, b)
+    assert (p["only_a"], p["only_b"], p["examples"]) == (10, 2, 100)
+    assert p["difference"] == pytest.approx(0.08)
+    assert p["low"] == pytest.approx(0.12 * (2 * 0.5159 - 1), abs=2e-4)
+    assert p["high"] == pytest.approx(0.12 * (2 * 0.9791 - 1), abs=2e-4)
+    assert p["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 4096, rel=1e-9)
+    assert stats.clopper_pearson(0, 10) == pytest.approx((0.0, 1 - 0.025 ** 0.1))
+    same = stats.paired(a, a)
+    assert same["p_value"] == 1.0 and same["low"] == same["high"] == 0.0
+    with pytest.raises(ValueError, match="same examples"):
+        stats.paired(a, b[:50])
