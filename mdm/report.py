@@ -87,9 +87,10 @@ def _head(rows, summary, bound_table, study, n_examples, decomposition, calibrat
                               "wall_speedup", "vs_top1"],
                        {"solve_rate": pct, "token_accuracy": pct, "mean_nfe": "{:.2f}", "p95_nfe": "{:.0f}",
                         "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
-             "\n## Does error grow with the bound?\n\nSteps pooled over every EB and top-k setting, "
-             "binned by the bound value sum(H) - max(H) of the set they unmasked:\n",
-             _md_table(bound_table, ["rule", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
+             "\n## Does error grow with the bound?\n\nPer EB and top-k setting, the steps whose context "
+             "is clean (every token placed before them right), binned by the bound value "
+             "sum(H) - max(H) of the set they unmasked:\n",
+             _md_table(bound_table, ["setting", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
                        {"error_rate": "{:.2%}"}),
              "\n![bound](bound.png)\n",
              "\n## Which term fails: model error or dependence\n\nThe answer is unique, so while the "
@@ -102,7 +103,9 @@ def _head(rows, summary, bound_table, study, n_examples, decomposition, calibrat
                        {"mean_model_error_at_failure": "{:.3f}", "mean_bound_at_failure": "{:.3f}",
                         "model_dominates": pct, "mean_model_error_per_step": "{:.4f}",
                         "mean_bound_per_step": "{:.4f}"}),
-             f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n",
+             f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n\n"
+             "Only tokens unmasked at or before their example's first wrong step (after it the stored "
+             "answer is no longer the truth):\n",
              _md_table(calibration, ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
                        {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}",
                         "accuracy": "{:.3f}"}),
@@ -216,14 +219,15 @@ def plot_frontier(rows: list[dict], path) -> None:
 
 
 def plot_bound(table: list[dict], path) -> None:
-    """Fraction of wrong tokens against the step's bound (stats.bound_table), per rule."""
+    """Fraction of wrong tokens against the step's bound (stats.bound_table), one curve per
+    setting, clean contexts only."""
     plt, fig, ax = _figure((6, 4))
-    for rule in ("eb", "topk"):
-        rows = [r for r in table if r["rule"] == rule]
+    for setting in dict.fromkeys(r["setting"] for r in table):
+        rows = [r for r in table if r["setting"] == setting]
         ax.plot([max(r["median_bound"], 1e-4) for r in rows], [r["error_rate"] for r in rows],
-                "-o" if rule == "eb" else "--s", label=rule)
+                "-o" if setting.startswith("eb") else "--s", ms=3, label=setting)
     _finish(plt, fig, ax, path, "bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)",
-            "fraction of its tokens that are wrong", logx=True)
+            "fraction of its tokens that are wrong (clean context)", legend=6, logx=True)
 
 
 def plot_reliability(calibration: list[dict], label: str, path) -> None:
@@ -279,7 +283,7 @@ def plot_limit(split, out: dict, setting: str, path) -> None:
 def write_bound_steps(steps: dict[str, np.ndarray], path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong"])
+        w.writerow(["setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong", "clean"])
         w.writerows(zip(steps["setting"], steps["rule"], steps["example"], steps["step"],
                         np.round(steps["bound"], 6), np.round(steps["model_error"], 6), steps["chosen"],
-                        steps["wrong"]))
+                        steps["wrong"], steps["clean"].astype(int)))

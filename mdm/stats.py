@@ -83,14 +83,17 @@ def paired(solved_a: np.ndarray, solved_b: np.ndarray, level: float = 0.95) -> d
 
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
     """Per (example, step): the bound value of the chosen set, its model-error term (sum of
-    -log q(reference token) over the set), its size, and how many of its tokens are wrong
-    against the stored answer."""
+    -log q(reference token) over the set), its size, how many of its tokens are wrong against
+    the stored answer, and whether its context is clean (no wrong token placed before it)."""
     trace, fill = out["trace"], out["fill_step"]
     wrong = (out["tokens"] != split.tokens) & split.answer_mask
-    rows = {"example": [], "step": [], "bound": [], "model_error": [], "chosen": [], "wrong": []}
+    rows = {"example": [], "step": [], "bound": [], "model_error": [], "chosen": [], "wrong": [], "clean": []}
     for ex in range(len(split)):
         nfe = int(out["nfe"][ex])
         wrong_per_step = np.bincount(fill[ex][wrong[ex]], minlength=nfe + 1)[1:nfe + 1]
+        # clean: every token placed before this step is right, so the stored answer is still
+        # the truth for this step's tokens
+        rows["clean"].append(np.concatenate([[0], np.cumsum(wrong_per_step)[:-1]]) == 0)
         rows["example"].append(np.full(nfe, ex))
         rows["step"].append(np.arange(1, nfe + 1))
         rows["bound"].append(trace["bound"][:nfe, ex])
@@ -136,11 +139,20 @@ def error_decomposition(steps: dict[str, np.ndarray], settings: list[str]) -> li
     return out
 
 
+def first_wrong_step(out: dict, split) -> np.ndarray:
+    """[N]: the step (model call) that placed each example's first wrong token; a number past
+    every step for examples without one."""
+    wrong = (out["tokens"] != split.tokens) & split.answer_mask
+    return np.where(wrong, out["fill_step"], np.iinfo(np.int32).max).min(-1)
+
+
 def reliability(out: dict, split, bins: int = 10) -> list[dict]:
-    """Confidence (top probability when unmasked) against accuracy of every unmasked token."""
-    answer = split.answer_mask
-    confidence = out["confidence"][answer]
-    right = (out["tokens"] == split.tokens)[answer]
+    """Confidence (top probability when unmasked) against accuracy of the tokens unmasked at or
+    before their example's first wrong step: after it the stored answer is no longer the truth
+    (a later token may be right given the mistake), so those tokens would score cascades."""
+    clean = split.answer_mask & (out["fill_step"] <= first_wrong_step(out, split)[:, None])
+    confidence = out["confidence"][clean]
+    right = (out["tokens"] == split.tokens)[clean]
     edges = np.linspace(0, 1, bins + 1)
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -221,14 +233,16 @@ BOUND_EDGES = (0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1, 3, np.inf)
 
 
 def bound_table(steps: dict[str, np.ndarray]) -> list[dict]:
-    """Per rule (eb, topk) and bin of the bound: steps, tokens and the fraction of them wrong."""
+    """Per setting and bin of the bound: the steps whose context is clean (every earlier token
+    right), their tokens and the fraction of those wrong. Steps after a mistake are left out:
+    their "wrong" tokens are judged against an answer the context no longer leads to."""
     rows = []
-    for rule in ("eb", "topk"):
-        sel = steps["rule"] == rule
+    for setting in dict.fromkeys(steps["setting"]):
+        sel = (steps["setting"] == setting) & steps["clean"]
         for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:]):
             b = sel & (steps["bound"] >= lo) & (steps["bound"] < hi)
             if steps["chosen"][b].sum():
-                rows.append({"rule": rule, "bound_from": lo, "bound_to": hi, "steps": int(b.sum()),
+                rows.append({"setting": str(setting), "bound_from": lo, "bound_to": hi, "steps": int(b.sum()),
                              "tokens": int(steps["chosen"][b].sum()),
                              "error_rate": float(steps["wrong"][b].sum() / steps["chosen"][b].sum()),
                              "median_bound": float(np.median(steps["bound"][b]))})

@@ -80,9 +80,11 @@ def test_study_writes_every_file(data_dir, tmp_path):
     assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "random", "ancestral"}
     with open(tmp_path / "bound_steps.csv") as f:
         steps = list(csv.DictReader(f))
-    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong"}
+    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong",
+                             "clean"}
     assert "## Which term fails" in result["report"] and "## Calibration" in result["report"]
-    assert sum(r["tokens"] for r in result["reliability"]) == int(split.answer_mask[:grids.examples].sum())
+    # Calibration counts only tokens placed at or before each example's first wrong step.
+    assert 0 < sum(r["tokens"] for r in result["reliability"]) <= int(split.answer_mask[:grids.examples].sum())
     # Every answer position is counted once per setting.
     per_setting = {}
     for s in steps:
@@ -169,10 +171,52 @@ def test_reliability_bins_tokens_by_confidence():
     class Split:
         tokens = np.array([[1, 2, 3, 4]])
         answer_mask = np.array([[True, True, True, False]])
-    out = {"tokens": np.array([[1, 0, 3, 9]]), "confidence": np.array([[0.95, 0.92, 0.35, 0.0]])}
+    out = {"tokens": np.array([[1, 0, 3, 9]]), "confidence": np.array([[0.95, 0.92, 0.35, 0.0]]),
+           "fill_step": np.array([[1, 2, 2, 0]])}  # the mistake is at step 2, with position 2
     rows = stats.reliability(out, Split())
     assert [(r["tokens"], r["accuracy"]) for r in rows] == [(1, 1.0), (2, 0.5)]
     assert stats.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))
+
+
+def test_calibration_ignores_tokens_after_the_first_error():
+    """Example 0 goes wrong at step 2; its steps 3-4 place confident tokens that disagree with
+    the stored answer (cascades) and must not count. Example 1 never fails: all its tokens count."""
+    class Split:
+        tokens = np.array([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]])
+        answer_mask = np.ones((2, 5), bool)
+    out = {"tokens": np.array([[1, 0, 0, 0, 5], [1, 2, 3, 4, 5]]),
+           "confidence": np.array([[0.99, 0.55, 0.99, 0.99, 0.99], [0.99] * 5]),
+           "fill_step": np.array([[1, 2, 3, 4, 4], [1, 1, 2, 2, 3]])}
+    assert stats.first_wrong_step(out, Split()).tolist()[0] == 2
+    rows = stats.reliability(out, Split())
+    assert sum(r["tokens"] for r in rows) == 2 + 5
+    top = next(r for r in rows if r["confidence_from"] == 0.9)
+    assert (top["tokens"], top["accuracy"]) == (6, 1.0)  # the three cascades at 0.99 are left out
+
+
+def test_bound_table_counts_clean_steps_per_setting():
+    """Setting a: example 0 errs at step 2 (bound 0.5), then step 3 (bound 0.5, a wrong context)
+    must not count. Setting b has its own rows."""
+    class Split:
+        tokens = np.array([[1, 2, 3, 4]])
+        answer_mask = np.ones((1, 4), bool)
+
+        def __len__(self):
+            return 1
+    trace = {"bound": np.array([[0.0], [0.5], [0.5]]), "model_error": np.zeros((3, 1)),
+             "unmasked": np.array([[1], [2], [1]])}
+    out = {"tokens": np.array([[1, 0, 3, 0]]), "fill_step": np.array([[1, 2, 2, 3]]), "nfe": np.array([3]),
+           "trace": trace}
+    steps = stats.bound_steps(out, Split())
+    assert steps["clean"].tolist() == [True, True, False]
+    for key in ("setting", "rule"):
+        steps[key] = np.array(["a"] * 3)
+    both = {k: np.concatenate([v, v]) for k, v in steps.items()}
+    both["setting"] = np.array(["a"] * 3 + ["b"] * 3)
+    rows = stats.bound_table(both)
+    a = [r for r in rows if r["setting"] == "a"]
+    assert [(r["bound_from"], r["steps"], r["tokens"], r["error_rate"]) for r in a] == [(0, 1, 1, 0.0), (0.3, 1, 2, 0.5)]
+    assert {r["setting"] for r in rows} == {"a", "b"}
 
 
 def test_paired_interval_and_mcnemar_against_a_hand_computation():
