@@ -174,7 +174,7 @@ def main(argv):
                 writers.close()
             print(result["report"])
             print(f"study written to {_WORKDIR.value}: report.md, results.csv, frontier.png, bound.png, "
-                  f"bound_steps.csv, decomposition.csv, reliability.csv/png, tightness.csv/png, limit.png")
+                  f"bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png")
             return
         if _EXAMPLES.value:
             split = split.take(slice(0, _EXAMPLES.value))

@@ -61,14 +61,14 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
 PCT = "{:.1%}"
 
 
-def markdown(rows, summary, bound_table, tight, limit, study, n_examples, decomposition, calibration,
+def markdown(rows, summary, bound_table, tight, limit, study, n_examples, dependence, calibration,
              paths=()) -> str:
     """report.md: every table of the study with a line on how to read it."""
-    return "\n".join(_head(rows, summary, bound_table, study, n_examples, decomposition, calibration)
+    return "\n".join(_head(rows, summary, bound_table, study, n_examples, dependence, calibration)
                      + _tightness_section(tight, study) + _limit_section(limit) + _paths_section(paths))
 
 
-def _head(rows, summary, bound_table, study, n_examples, decomposition, calibration) -> list[str]:
+def _head(rows, summary, bound_table, study, n_examples, dependence, calibration) -> list[str]:
     pct = PCT
     rows = [dict(r, vs_top1=versus_top1(r)) for r in rows]
     summary = [dict(r, vs_top1=versus_top1(r) if r["only_setting"] == r["only_setting"] else "") for r in summary]
@@ -93,16 +93,15 @@ def _head(rows, summary, bound_table, study, n_examples, decomposition, calibrat
              _md_table(bound_table, ["setting", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
                        {"error_rate": "{:.2%}"}),
              "\n![bound](bound.png)\n",
-             "\n## Which term fails: model error or dependence\n\nThe answer is unique, so while the "
-             "context is right the paper's model-error term of a step is exactly sum over its set of "
-             "-log q(reference token); the dependence term is sum(H) - max(H), which EB caps at gamma. "
-             "At each failing example's first wrong step (its context still right):\n",
-             _md_table(decomposition, ["setting", "examples_with_an_error", "mean_model_error_at_failure",
-                                       "mean_bound_at_failure", "model_dominates", "mean_model_error_per_step",
-                                       "mean_bound_per_step"],
-                       {"mean_model_error_at_failure": "{:.3f}", "mean_bound_at_failure": "{:.3f}",
-                        "model_dominates": pct, "mean_model_error_per_step": "{:.4f}",
-                        "mean_bound_per_step": "{:.4f}"}),
+             "\n## Which failures are parallel errors\n\nAt each failing example's first wrong step, "
+             "every wrong position is asked again with its set-mates (the positions unmasked in the same "
+             "step) filled in as sampled. A parallel error: every wrong position of the set turns right "
+             "(unmasking it after its set-mates would have avoided the mistake); a model error: the model "
+             "is wrong even then (a set of one is always this). Conflicts: sets whose tokens break a rule "
+             "together (Sudoku: one digit twice in a unit; empty where the task has no such rule).\n",
+             _md_table(dependence, ["setting", "examples_with_an_error", "first_wrong_set_of_several",
+                                       "parallel_errors", "model_errors", "parallel_share",
+                                       "with_a_same_step_conflict"], {"parallel_share": pct}),
              f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n\n"
              "Only tokens unmasked at or before their example's first wrong step (after it the stored "
              "answer is no longer the truth):\n",

@@ -103,47 +103,38 @@ def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def error_decomposition(steps: dict[str, np.ndarray], settings: list[str]) -> list[dict]:
-    """Which term of the paper's per-step error bound is behind each failure.
-
-    The answers are unique, so while every token placed so far is right the true conditional
-    of each masked position is a point mass on the reference token, and the bound on a step's
-    error splits exactly into a model-error term, sum over the set of -log q(reference), and
-    the dependence term sum(H) - max(H) that EB caps at gamma. At an example's first step that
-    places a wrong token (its context still right), compare the two terms: `model_dominates`
-    is the share of failing examples whose model-error term is the larger. Also the mean of
-    both terms over all steps taken in a right context (failing step included)."""
-    out = []
-    for setting in settings:
-        sel = steps["setting"] == setting
-        example, wrong = steps["example"][sel], steps["wrong"][sel]
-        model_error, bound = steps["model_error"][sel], steps["bound"][sel]
-        # Steps before and at the first wrong one (steps are in order within an example).
-        wrong_so_far = np.zeros(len(example), int)
-        first_wrong = np.zeros(len(example), bool)
-        for ex in np.unique(example):
-            rows = np.flatnonzero(example == ex)
-            before = np.concatenate([[0], np.cumsum(wrong[rows])[:-1]])
-            wrong_so_far[rows] = before
-            hits = rows[(before == 0) & (wrong[rows] > 0)]
-            first_wrong[hits[:1]] = True
-        clean = wrong_so_far == 0
-        failing = int(first_wrong.sum())
-        out.append({"setting": setting, "examples_with_an_error": failing,
-                    "mean_model_error_at_failure": float(model_error[first_wrong].mean()) if failing else float("nan"),
-                    "mean_bound_at_failure": float(bound[first_wrong].mean()) if failing else float("nan"),
-                    "model_dominates": float((model_error[first_wrong] > bound[first_wrong]).mean()) if failing
-                    else float("nan"),
-                    "mean_model_error_per_step": float(model_error[clean].mean()),
-                    "mean_bound_per_step": float(bound[clean].mean())})
-    return out
-
-
 def first_wrong_step(out: dict, split) -> np.ndarray:
     """[N]: the step (model call) that placed each example's first wrong token; a number past
     every step for examples without one."""
     wrong = (out["tokens"] != split.tokens) & split.answer_mask
     return np.where(wrong, out["fill_step"], np.iinfo(np.int32).max).min(-1)
+
+
+def first_wrong_sets(out: dict, split) -> list[dict]:
+    """For each example with a wrong token: its first wrong step, the positions that step
+    unmasked together (the set) and those of them that are wrong."""
+    wrong = (out["tokens"] != split.tokens) & split.answer_mask
+    first = first_wrong_step(out, split)
+    sets = []
+    for ex in np.flatnonzero(wrong.any(-1)):
+        in_set = split.answer_mask[ex] & (out["fill_step"][ex] == first[ex])
+        sets.append({"example": int(ex), "step": int(first[ex]), "positions": np.flatnonzero(in_set),
+                     "wrong": np.flatnonzero(in_set & wrong[ex])})
+    return sets
+
+
+def dependence_summary(setting: str, cases: list[dict]) -> dict:
+    """The split of one setting's failures (study.dependence_test's rows): parallel errors (every
+    wrong token of the first wrong set turns right once its set-mates are given), model errors
+    (the model is wrong even with them; a set of one is always this), and same-step conflicts."""
+    n = len(cases)
+    multi = [c for c in cases if c["set_size"] > 1]
+    parallel = sum(c["kind"] == "parallel" for c in cases)
+    conflicts = [c["conflicts"] for c in cases if c["conflicts"] is not None]
+    return {"setting": setting, "examples_with_an_error": n, "first_wrong_set_of_several": len(multi),
+            "parallel_errors": parallel, "model_errors": n - parallel,
+            "parallel_share": parallel / n if n else float("nan"),
+            "with_a_same_step_conflict": sum(c > 0 for c in conflicts) if conflicts else None}
 
 
 def reliability(out: dict, split, bins: int = 10) -> list[dict]:

@@ -125,6 +125,52 @@ def chain_rule_joint(apply_fn, params, tokens_L: np.ndarray, answer_L: np.ndarra
     return joint
 
 
+def dependence_test(model_fn: sampling.ModelFn, split, out: dict, mask_id: int, batch: int = 64) -> list[dict]:
+    """Where each failure comes from, by asking the model again (a test that can come out
+    either way). At an example's first wrong step, each wrong position w is re-queried with
+    the context of that step plus its set-mates (the other positions unmasked with it) filled
+    in as sampled: if w's argmax is then the right token, unmasking w after its set-mates would
+    have avoided the error. The failure is a parallel error when that holds for every wrong
+    position of the set, else a model error (a set of one is a model error). Also the number of
+    same-step conflicts in the set (pairs breaking a rule together; None if the task has none)."""
+    apply_fn, params = model_fn
+    forward = _jitted_probs(apply_fn, mask_id)
+    sets = stats.first_wrong_sets(out, split)
+    queries, owners = [], []  # one input row per (set of several, wrong position)
+    for i, c in enumerate(sets):
+        if len(c["positions"]) < 2:
+            continue
+        ex = c["example"]
+        before = split.answer_mask[ex] & (out["fill_step"][ex] < c["step"])
+        context = np.where(split.answer_mask[ex] & ~before, mask_id, split.tokens[ex])
+        context = np.where(before, out["tokens"][ex], context)
+        for w in c["wrong"]:
+            row = context.copy()
+            mates = c["positions"][c["positions"] != w]
+            row[mates] = out["tokens"][ex][mates]
+            queries.append(row)
+            owners.append((i, int(w)))
+    flipped: dict[int, list[bool]] = {}
+    for start in range(0, len(queries), batch):
+        chunk = np.stack(queries[start:start + batch]).astype(np.int32)
+        size = len(chunk)
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - size, 0)])  # one shape: one compile
+        answers = split.answer_mask[[sets[i]["example"] for i, _ in owners[start:start + batch]]]
+        answers = np.concatenate([answers, np.repeat(answers[:1], batch - size, 0)])
+        argmax = np.asarray(forward(params, padded, answers)).argmax(-1)[:size]
+        for row, (i, w) in enumerate(owners[start:start + batch]):
+            flipped.setdefault(i, []).append(bool(argmax[row, w] == split.tokens[sets[i]["example"], w]))
+    rows = []
+    for i, c in enumerate(sets):
+        ex = c["example"]
+        turned = flipped.get(i, [])
+        rows.append({"example": ex, "step": c["step"], "set_size": len(c["positions"]), "wrong": len(c["wrong"]),
+                     "turned_right": sum(turned),
+                     "kind": "parallel" if turned and all(turned) else "model",
+                     "conflicts": split.task.same_step_conflicts(out["tokens"][ex], c["positions"])})
+    return rows
+
+
 def tightness(model_fn: sampling.ModelFn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
     """For steps that unmasked 2 or 3 positions, in two chain-rule orders (highest confidence
     first, and reversed): the total correlation TC of the model's chain-rule joint; the bound
@@ -190,7 +236,7 @@ def path_rows(model_fn: sampling.ModelFn, split, study, outputs: dict, star_cfg:
 def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, progress: bool = True,
               schedule: str = "linear") -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
-    bound_steps.csv, decomposition.csv, reliability.csv/png, tightness.csv/png, limit.png,
+    bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png,
     paths.csv (path tasks) and report.md."""
     workdir = pathlib.Path(workdir)
     split = split.take(np.arange(min(study.examples, len(split))))
@@ -199,11 +245,12 @@ def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, p
                                  refill=True, progress=progress, with_trace=True)
     summary = stats.frontier_summary(rows, study.keep_fraction)
     steps = stats.steps_of(outputs, split)
-    decomposed = [c.describe() for c in outputs if c.rule == "eb" or (c.rule == "topk" and c.k == 1)]
-    decomposition = stats.error_decomposition(steps, decomposed)
+    mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
+    dependence = [stats.dependence_summary(c.describe(), dependence_test(model_fn, split, out, mask_id,
+                                                                            study.batch_size))
+                     for c, out in outputs.items() if c.rule == "eb" or (c.rule == "topk" and c.k == 1)]
     calibration = stats.reliability(outputs[SamplerConfig(rule="topk", k=1, proxy=study.proxies[0])], split)
     bound_table = stats.bound_table(steps)
-    mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
     tight_cfg = SamplerConfig(rule="eb", gamma=float(study.tightness_gamma), proxy="confidence")
     tight_out = outputs.get(tight_cfg) or sampling.evaluate(model_fn, split, tight_cfg, study.batch_size,
                                                             study.seed, with_trace=True)
@@ -212,7 +259,7 @@ def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, p
     limit = stats.parallel_limit(outputs[star_cfg], split, star_cfg.describe())
     paths = path_rows(model_fn, split, study, outputs, star_cfg)
 
-    for name, table in (("results", rows), ("decomposition", decomposition), ("reliability", calibration),
+    for name, table in (("results", rows), ("dependence", dependence), ("reliability", calibration),
                         ("tightness", tight), ("paths", paths)):
         if table:
             report.write_rows(table, workdir, name)
@@ -223,15 +270,15 @@ def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, p
     if tight:
         report.plot_tightness(tight, workdir / "tightness.png")
     report.plot_limit(split, outputs[star_cfg], star_cfg.describe(), workdir / "limit.png")
-    text = report.markdown(rows, summary, bound_table, tight, limit, study, len(split), decomposition,
+    text = report.markdown(rows, summary, bound_table, tight, limit, study, len(split), dependence,
                            calibration, paths)
     (workdir / "report.md").write_text(text)
     if writers is not None:
         writers.write_table("study/results", rows)
         writers.write_table("study/frontier", summary)
-        writers.write_table("study/decomposition", decomposition)
+        writers.write_table("study/dependence", dependence)
         for name in ("frontier", "bound", "tightness", "limit", "reliability"):
             if (workdir / f"{name}.png").exists():
                 writers.write_image(f"study/{name}", str(workdir / f"{name}.png"))
     return {"rows": rows, "summary": summary, "bound": bound_table, "tightness": tight, "limit": limit,
-            "decomposition": decomposition, "reliability": calibration, "paths": paths, "report": text}
+            "dependence": dependence, "reliability": calibration, "paths": paths, "report": text}

@@ -1,6 +1,7 @@
 import csv
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_study_writes_every_file(data_dir, tmp_path):
     grids = study_config.get_config("tiny")
     result = study.run_study(model_fn, split, grids, tmp_path, progress=False)
     for name in ("results.csv", "frontier.png", "bound.png", "bound_steps.csv", "tightness.csv",
-                 "tightness.png", "limit.png", "report.md", "decomposition.csv", "reliability.csv",
+                 "tightness.png", "limit.png", "report.md", "dependence.csv", "reliability.csv",
                  "reliability.png"):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "results.csv") as f:
@@ -82,7 +83,10 @@ def test_study_writes_every_file(data_dir, tmp_path):
         steps = list(csv.DictReader(f))
     assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong",
                              "clean"}
-    assert "## Which term fails" in result["report"] and "## Calibration" in result["report"]
+    assert "## Which failures are parallel errors" in result["report"] and "## Calibration" in result["report"]
+    for r in result["dependence"]:
+        assert r["parallel_errors"] + r["model_errors"] == r["examples_with_an_error"]
+        assert r["parallel_errors"] <= r["first_wrong_set_of_several"]
     # Calibration counts only tokens placed at or before each example's first wrong step.
     assert 0 < sum(r["tokens"] for r in result["reliability"]) <= int(split.answer_mask[:grids.examples].sum())
     # Every answer position is counted once per setting.
@@ -149,22 +153,6 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
                              progress=False, schedule="cosine")
     assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"
-
-
-def test_error_decomposition_looks_at_the_first_wrong_step_only():
-    """Example 0 fails at its step 2 (model error 2.0 > bound 0.5); example 1 fails at step 1
-    (bound 1.0 > model error 0.1) and later steps (wrong context) do not count; example 2 never fails."""
-    steps = {"setting": np.array(["s"] * 7), "example": np.array([0, 0, 0, 1, 1, 2, 2]),
-             "step": np.array([1, 2, 3, 1, 2, 1, 2]), "wrong": np.array([0, 1, 1, 2, 5, 0, 0]),
-             "model_error": np.array([0.01, 2.0, 9.0, 0.1, 9.0, 0.0, 0.02]),
-             "bound": np.array([0.0, 0.5, 9.0, 1.0, 9.0, 0.0, 0.0])}
-    row, = stats.error_decomposition(steps, ["s"])
-    assert row["examples_with_an_error"] == 2
-    assert row["model_dominates"] == 0.5
-    assert row["mean_model_error_at_failure"] == pytest.approx((2.0 + 0.1) / 2)
-    assert row["mean_bound_at_failure"] == pytest.approx((0.5 + 1.0) / 2)
-    # Right-context steps: ex 0 steps 1-2, ex 1 step 1, ex 2 steps 1-2.
-    assert row["mean_model_error_per_step"] == pytest.approx((0.01 + 2.0 + 0.1 + 0.0 + 0.02) / 5)
 
 
 def test_reliability_bins_tokens_by_confidence():
@@ -239,3 +227,57 @@ def test_paired_interval_and_mcnemar_against_a_hand_computation():
     assert same["p_value"] == 1.0 and same["low"] == same["high"] == 0.0
     with pytest.raises(ValueError, match="same examples"):
         stats.paired(a, b[:50])
+
+
+def _dependence_case():
+    """Two examples of 4 answer positions, reference [1, 2, 0, 1]. Example 0 unmasks {0, 1}
+    together at step 1 and gets position 1 wrong (0); example 1 unmasks position 1 alone at
+    step 1 and gets it wrong."""
+    class Stub:
+        def same_step_conflicts(self, tokens_L, positions):
+            return int(len(positions) > 1 and tokens_L[positions[0]] == tokens_L[positions[1]])
+    reference = np.array([[1, 2, 0, 1], [1, 2, 0, 1]])
+    split = data.Split(reference, np.ones((2, 4), bool), {}, Stub())
+    out = {"tokens": np.array([[1, 0, 0, 1], [1, 0, 0, 1]]),
+           "fill_step": np.array([[1, 1, 2, 3], [2, 1, 3, 4]]), "nfe": np.array([3, 4])}
+    return split, out
+
+
+def _fake(position_1_sees_position_0: bool):
+    """Logits: the reference everywhere, except position 1: the right token 2 only when the
+    model 'sees' token 1 at position 0 (if it can), else the wrong token 0."""
+    def apply(params, tokens_BxL):
+        right = jax.nn.one_hot(jnp.array([1, 2, 0, 1]), 3)[None].repeat(tokens_BxL.shape[0], 0)
+        sees = (tokens_BxL[:, 0] == 1) if position_1_sees_position_0 else jnp.zeros(tokens_BxL.shape[0], bool)
+        pos1 = jnp.where(sees[:, None], jax.nn.one_hot(2, 3), jax.nn.one_hot(0, 3))
+        return 10.0 * right.at[:, 1].set(pos1)
+    return sampling.ModelFn(apply, None)
+
+
+def test_dependence_test_reports_a_parallel_error_when_the_set_mate_fixes_it():
+    split, out = _dependence_case()
+    rows = study.dependence_test(_fake(True), split, out, mask_id=3, batch=4)
+    assert [(r["example"], r["set_size"], r["kind"], r["turned_right"]) for r in rows] == \
+        [(0, 2, "parallel", 1), (1, 1, "model", 0)]
+    assert rows[0]["conflicts"] == 0
+    summary = stats.dependence_summary("s", rows)
+    assert (summary["parallel_errors"], summary["model_errors"], summary["first_wrong_set_of_several"]) == (1, 1, 1)
+
+
+def test_dependence_test_reports_a_model_error_when_the_model_is_wrong_anyway():
+    split, out = _dependence_case()
+    rows = study.dependence_test(_fake(False), split, out, mask_id=3, batch=4)
+    assert [r["kind"] for r in rows] == ["model", "model"]
+    assert stats.dependence_summary("s", rows)["parallel_share"] == 0.0
+
+
+def test_sudoku_same_step_conflicts_count_peer_pairs_with_one_digit():
+    from mdm.tasks import SudokuTask
+
+    tokens = np.zeros(81, np.int32)
+    tokens[[0, 1, 80]] = [4, 4, 4]  # cells 0 and 1 share row 0; cell 80 is no peer of either
+    task = SudokuTask()
+    assert task.same_step_conflicts(tokens, np.array([0, 1])) == 1
+    assert task.same_step_conflicts(tokens, np.array([0, 80])) == 0
+    tokens[1] = 5
+    assert task.same_step_conflicts(tokens, np.array([0, 1])) == 0

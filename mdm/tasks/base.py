@@ -39,6 +39,11 @@ class Task:
         """[N] bool: the answer is a correct solution (by the rules, not by the stored answer)."""
         raise NotImplementedError
 
+    def same_step_conflicts(self, tokens_L: np.ndarray, positions: np.ndarray) -> int | None:
+        """Pairs of `positions` (unmasked together in one step) whose tokens break a rule
+        together, e.g. one digit twice in a Sudoku unit; None where the task has no such rule."""
+        return None
+
     def check(self, tokens: np.ndarray, reference: np.ndarray, answer_mask: np.ndarray
               ) -> dict[str, np.ndarray]:
         """Per example: solved, and token_accuracy on answer positions against the reference."""

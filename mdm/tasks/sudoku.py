@@ -449,6 +449,13 @@ class SudokuTask(Task):
         return {"tokens": tokens, "answer_mask": answer_mask, "clues": (puzzles > 0).sum(1).astype(np.int32),
                 "singles_depth": singles_depth(puzzles), "key": np.array([to_string(p) for p in puzzles])}
 
+    def same_step_conflicts(self, tokens_L, positions) -> int:
+        """Pairs of cells in `positions` that share a row, column or box and hold one digit."""
+        cells = np.asarray(positions)
+        peers = np.isin(PEERS[cells], cells)  # [k, 20]: which of each cell's peers are in the set
+        same = np.asarray(tokens_L)[PEERS[cells]] == np.asarray(tokens_L)[cells][:, None]
+        return int((peers & same).sum()) // 2
+
     def solved(self, tokens, reference, answer_mask) -> np.ndarray:
         puzzles = np.where(answer_mask, 0, decode(reference))
         return is_valid_solution(puzzles, decode(tokens))
