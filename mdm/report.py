@@ -22,13 +22,16 @@ def versus_top1(r: dict) -> str:
 
 def format_table(rows: list[dict]) -> str:
     header = f"{'setting':<32} {'solved':>7} {'tok acc':>7} {'NFE mean':>8} {'med':>5} {'p95':>5} " \
-             f"{'NFE x':>6} {'wall x':>6} {'ex/s':>8}  vs top-1: only here/only top-1, points [95% CI]"
+             f"{'NFE x':>6} {'calls/ex':>8} {'wall x':>6} {'ex/s':>8}  vs top-1: only here/only top-1, " \
+             f"points [95% CI]"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['setting']:<32} {r['solve_rate']:>7.1%} {r['token_accuracy']:>7.1%} "
                      f"{r['mean_nfe']:>8.2f} {r['median_nfe']:>5.0f} {r['p95_nfe']:>5.0f} "
-                     f"{r['nfe_speedup']:>6.2f} {r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  "
-                     f"{versus_top1(r)}")
+                     f"{r['nfe_speedup']:>6.2f} {r.get('row_calls_per_example', float('nan')):>8.2f} "
+                     f"{r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  {versus_top1(r)}")
+    lines.append("(calls/ex: loop iterations x slots / examples, the model rows spent per example, idle "
+                 "rows included: the cost without the clock)")
     return "\n".join(lines)
 
 
@@ -77,16 +80,20 @@ def _head(rows, summary, bound_table, study, n_examples, dependence, calibration
              "## Frontier: fewest mean NFE that keeps "
              f"{study.keep_fraction:.0%} of top-1's solve rate\n",
              _md_table(summary, ["rule", "proxy", "top1_solve_rate", "top1_mean_nfe", "best_setting",
-                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup", "vs_top1"],
-                       {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}",
+                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup", "vs_top1",
+                                 "aup"],
+                       {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}", "aup": "{:.1f}",
                         "best_mean_nfe": "{:.2f}", "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
              "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
-             "of solve rates in points with its exact 95% interval, on the same examples.)\n"
+             "of solve rates in points with its exact 95% interval, on the same examples. aup: accuracy "
+             "under parallelism, the area under solve rate (percent, weighted against drops from the best) "
+             "against answer tokens per model call, d3LLM's definition.)\n"
              "\n![frontier](frontier.png)\n\n## Every setting\n",
              _md_table(rows, ["setting", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe", "nfe_speedup",
-                              "wall_speedup", "vs_top1"],
+                              "tokens_per_call", "row_calls_per_example", "wall_speedup", "vs_top1"],
                        {"solve_rate": pct, "token_accuracy": pct, "mean_nfe": "{:.2f}", "p95_nfe": "{:.0f}",
-                        "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
+                        "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x", "tokens_per_call": "{:.2f}",
+                        "row_calls_per_example": "{:.2f}"}),
              "\n## Does error grow with the bound?\n\nPer EB and top-k setting, the steps whose context "
              "is clean (every token placed before them right), binned by the bound value "
              "sum(H) - max(H) of the set they unmasked:\n",

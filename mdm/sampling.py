@@ -96,6 +96,7 @@ class SamplerState:
     confidence_BxL: jax.Array  # with_trace: the top probability of each position when it was unmasked
     out_confidence_NxL: jax.Array
     trace: dict  # per example and NFE: [S, N] arrays
+    iterations: jax.Array  # while-loop iterations so far: model calls of the whole slots batch
 
 
 # ----------------------------------------------------------------------------- selection rules
@@ -318,7 +319,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
                       block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
                       block_size_B=block_size_B,
                       fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL),
-                      confidence_BxL=confidence)
+                      confidence_BxL=confidence, iterations=s.iterations + 1)
         return refill(s)
 
     init = SamplerState(
@@ -329,9 +330,11 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
         fill_step_BxL=jnp.zeros((slots, length), jnp.int32),
         out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
         out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), confidence_BxL=jnp.zeros(conf_shape, jnp.float32),
-        out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32), trace=trace)
+        out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32), trace=trace,
+        iterations=jnp.zeros((), jnp.int32))
     final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
-    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N, "fill_step": final.out_fill_step_NxL}
+    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N, "fill_step": final.out_fill_step_NxL,
+           "iterations": final.iterations}
     if with_trace:
         out["trace"] = final.trace
         out["confidence"] = final.out_confidence_NxL
@@ -404,6 +407,9 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
     if with_trace:
         for k in parts[0]["trace"]:
             rows[f"trace/{k}"] = np.concatenate([p["trace"][k] for p in parts], 1)[:, :n].T
+    # Loop iterations (each a model call over all slots, busy or idle) and the slots they ran on.
+    rows["iterations"] = int(sum(int(p["iterations"]) for p in parts))
+    rows["slots"] = int(batch_size)
     return rows, wall
 
 
@@ -426,7 +432,9 @@ def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256
                                   batch_size, seed, refill, with_trace, start)
     else:  # more processes than examples: this one has none, but joins the gather
         one, _ = _sample_rows(model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0)
-        rows, wall = {k: v[:0] for k, v in one.items()}, 0.0
+        one.update(iterations=0)
+        rows, wall = {k: (v[:0] if isinstance(v, np.ndarray) else v) for k, v in one.items()}, 0.0
+    iterations, slots = rows.pop("iterations"), rows.pop("slots")  # this process's, like wall_s
     out = distributed.gather_rows(rows, n)
     checked = split.task.check(out["tokens"], split.tokens, split.answer_mask)
     nfe = out["nfe"]
@@ -434,6 +442,11 @@ def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256
               "token_accuracy": float(checked["token_accuracy"].mean()),
               "mean_nfe": float(nfe.mean()), "median_nfe": float(np.median(nfe)),
               "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / max(wall, 1e-9),
+              # cost without the clock: loop iterations, each a model call of `slots` rows (idle
+              # ones too), per example of this process; and answer tokens per model call (TPF)
+              "iterations": iterations,
+              "row_calls_per_example": iterations * slots / max(end - start, 1),
+              "tokens_per_call": float(split.answer_mask.sum() / max(nfe.sum(), 1)),
               **{k: v for k, v in out.items() if not k.startswith("trace/")}, "solved": checked["solved"]}
     if with_trace:
         result["trace"] = {k[len("trace/"):]: v.T for k, v in out.items() if k.startswith("trace/")}

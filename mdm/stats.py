@@ -159,18 +159,40 @@ def expected_calibration_error(rows: list[dict]) -> float:
     return sum(r["tokens"] / total * abs(r["accuracy"] - r["mean_confidence"]) for r in rows)
 
 
+def aup(points: list[tuple[float, float]], y_max: float, alpha: float = 3.0, offset: float = 5.0) -> float:
+    """Accuracy under parallelism (AUP, as d3LLM defines it): points are (tokens per model
+    call, accuracy in percent). Sorted by parallelism; points more than `offset` points below
+    the least parallel one's accuracy are dropped; each accuracy y is weighted by
+    W(y) = min(exp(-alpha (1 - y / y_max)), 1); the area is the first point's rectangle
+    rho_1 y_1 W(y_1) plus trapezoids between consecutive points."""
+    import math
+
+    pts = sorted(points)
+    floor = pts[0][1] - offset
+    pts = [(r, y) for r, y in pts if y >= floor]
+    weighted = [y * min(math.exp(-alpha * (1 - y / y_max)), 1.0) if y_max > 0 else 0.0 for _, y in pts]
+    area = pts[0][0] * weighted[0]
+    for i in range(1, len(pts)):
+        area += (pts[i][0] - pts[i - 1][0]) * (weighted[i] + weighted[i - 1]) / 2
+    return area
+
+
 def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
     """Per rule and proxy: the fewest mean NFE whose solve rate keeps `keep_fraction` of top-1's
-    (top-1 with the row's baseline proxy: its own, confidence for random orders). Rows must
-    hold their baselines (grid_settings adds them)."""
+    (top-1 with the row's baseline proxy: its own, confidence for random orders), and the
+    rule's AUP over its settings and that baseline (y_max: the best solve rate of all rows).
+    Rows must hold their baselines (grid_settings adds them)."""
     top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
+    y_max = 100 * max(r["solve_rate"] for r in rows)
     summary = []
     for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
         group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
         base = top1[group[0]["baseline_proxy"]]
         keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
         best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
+        curve = [(r["tokens_per_call"], 100 * r["solve_rate"]) for r in [base, *group] if "tokens_per_call" in r]
         summary.append({"rule": rule, "proxy": proxy, "top1_solve_rate": base["solve_rate"],
+                        "aup": aup(curve, y_max) if curve else float("nan"),
                         "top1_mean_nfe": base["mean_nfe"],
                         "best_setting": best["setting"] if best else "none keeps it",
                         "best_param": best["param"] if best else float("nan"),

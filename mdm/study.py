@@ -47,7 +47,8 @@ def run_settings(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig
         rows.append({"setting": cfg.describe(), "rule": cfg.rule, "proxy": cfg.ranking,
                      "baseline_proxy": baseline_proxy(cfg), "param": cfg.param,
                      **{k: out[k] for k in ("solve_rate", "token_accuracy", "mean_nfe", "median_nfe",
-                                            "p95_nfe", "examples_per_s", "wall_s")},
+                                            "p95_nfe", "tokens_per_call", "iterations", "row_calls_per_example",
+                                            "examples_per_s", "wall_s")},
                      "nfe_speedup": base["mean_nfe"] / out["mean_nfe"],
                      "wall_speedup": base["wall_s"] / out["wall_s"], **_against(out, base)})
     return rows, outputs

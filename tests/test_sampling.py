@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import sampling_reference as ref
-from mdm import sampling
+from mdm import data, sampling
 from mdm.sampling import SamplerConfig
 
 V = 6  # data vocabulary of the fake models; MASK = V
@@ -411,3 +411,29 @@ def test_logits_are_float32_even_with_bfloat16_compute():
     assert logits.dtype == np.float32
     # A bfloat16 output layer gives logits that bfloat16 represents exactly; a float32 one does not.
     assert (logits != logits.astype(jnp.bfloat16).astype(np.float32)).any()
+
+
+def test_iterations_equal_a_count_by_hand():
+    """Top-1 on 4 examples with 4, 1, 2 and 3 answer positions over 2 slots. Slot A holds
+    example 0 for iterations 1-4. Slot B: example 1 (iteration 1), then example 2 (2-3), then
+    example 3 (4-6). So 6 iterations, 10 NFE, and 6 x 2 / 4 = 3 row calls per example."""
+    def apply(params, tokens_BxL):
+        return jnp.broadcast_to(jnp.array([5.0, 0, 0, 0, 0, 0]), tokens_BxL.shape + (V,))
+    answer = np.zeros((4, 4), bool)
+    for ex, count in enumerate((4, 1, 2, 3)):
+        answer[ex, :count] = True
+    tokens = np.zeros((4, 4), np.int32)
+    out = sampling.generate(apply, None, jnp.asarray(tokens), jnp.asarray(answer), SamplerConfig(rule="topk", k=1),
+                            slots=2)
+    assert int(out["iterations"]) == 6 and np.asarray(out["nfe"]).tolist() == [4, 1, 2, 3]
+
+    class Task:
+        def check(self, tokens, reference, answer_mask):
+            return {"solved": np.ones(len(tokens), bool), "token_accuracy": np.ones(len(tokens))}
+    split = data.Split(tokens, answer, {}, Task())
+    result = sampling.evaluate(sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2)
+    assert result["iterations"] == 6 and result["row_calls_per_example"] == 3.0
+    assert result["tokens_per_call"] == 1.0
+    plain = sampling.evaluate(sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2,
+                              refill=False)
+    assert plain["iterations"] == 4 + 3  # two plain batches wait for their slowest example

@@ -281,3 +281,13 @@ def test_sudoku_same_step_conflicts_count_peer_pairs_with_one_digit():
     assert task.same_step_conflicts(tokens, np.array([0, 80])) == 0
     tokens[1] = 5
     assert task.same_step_conflicts(tokens, np.array([0, 1])) == 0
+
+
+def test_aup_against_a_hand_computation():
+    """Points (1, 90), (2, 88), (4, 86), (8, 50), y_max 90: the last is more than 5 points below
+    the least parallel one and is dropped; W(y) = exp(-3 (1 - y / 90)). AUP = 1 x 90
+    + 1 x (90 + 88 W(88)) / 2 + 2 x (88 W(88) + 86 W(86)) / 2."""
+    w = lambda y: y * np.exp(-3 * (1 - y / 90))
+    expected = 90 + (90 + w(88)) / 2 + (w(88) + w(86))
+    assert stats.aup([(4, 86.0), (1, 90.0), (8, 50.0), (2, 88.0)], 90.0) == pytest.approx(expected)
+    assert stats.aup([(1, 95.0)], 95.0) == pytest.approx(95.0)
