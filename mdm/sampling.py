@@ -78,6 +78,43 @@ class SamplerConfig:
         """How positions are ordered: the proxy, or random for the random and ancestral rules."""
         return "random" if self.rule in ("random", "ancestral") else self.proxy
 
+    def structure(self) -> "Structure":
+        """What the compiled loop's code depends on; the numbers (knobs) are traced, so one
+        compile serves every gamma, k, tau, steps, temperature and top_p of a rule and proxy."""
+        return Structure(self.rule, self.proxy, self.schedule, self.block_size,
+                         greedy=self.temperature == 0, nucleus=self.top_p < 1)
+
+    def knobs(self) -> dict[str, np.ndarray]:
+        return {"gamma": np.float32(self.gamma), "k": np.int32(self.k), "tau": np.float32(self.tau),
+                "steps": np.int32(self.steps), "temperature": np.float32(self.temperature or 1.0),
+                "top_p": np.float32(self.top_p)}
+
+
+class Structure(NamedTuple):
+    """A SamplerConfig's static part (hashable): the rule, ranking and code paths."""
+    rule: str
+    proxy: str
+    schedule: str
+    block_size: int
+    greedy: bool  # temperature 0: argmax
+    nucleus: bool  # top_p < 1
+
+    @property
+    def ranking(self) -> str:
+        return "random" if self.rule in ("random", "ancestral") else self.proxy
+
+
+class Run(NamedTuple):
+    """What one step of the loop reads: the structure (static) and the knobs (traced)."""
+    structure: Structure
+    knobs: dict
+
+    def __getattr__(self, name):  # NamedTuple fields first; then the structure's, then knobs
+        structure = tuple.__getitem__(self, 0)
+        if name in Structure._fields or name == "ranking":
+            return getattr(structure, name)
+        return tuple.__getitem__(self, 1)[name]
+
 
 @flax.struct.dataclass
 class SamplerState:
@@ -101,16 +138,16 @@ class SamplerState:
 
 # ----------------------------------------------------------------------------- selection rules
 
-def sampled_logits(cfg: "SamplerConfig", logits_BxLxV: jax.Array) -> jax.Array:
+def sampled_logits(cfg: "Run", logits_BxLxV: jax.Array) -> jax.Array:
     """Float32 logits of the distribution the sampler draws from: the model's for argmax
     (temperature 0, the paper's setting), else divided by the temperature and cut to the top_p
     nucleus (-inf outside it). The proxies and EB's entropies are computed from these, so
     gamma bounds the distribution that is sampled."""
     logits = logits_BxLxV.astype(jnp.float32)
-    if cfg.temperature == 0:
+    if cfg.greedy:
         return logits
     logits = logits / cfg.temperature
-    if cfg.top_p < 1:
+    if cfg.nucleus:
         sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
         cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
         # Keep the smallest set whose mass reaches top_p (the top token always survives).
@@ -132,7 +169,7 @@ def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
             "margin": top2[..., 0] - top2[..., 1], "logp": logp}
 
 
-def error_score(cfg: SamplerConfig, stats: dict, key_B: jax.Array) -> jax.Array:
+def error_score(cfg: Run, stats: dict, key_B: jax.Array) -> jax.Array:
     """Lower is unmasked first; uniform in [0, 1) for the random and ancestral rules."""
     if cfg.ranking == "random":
         return jax.vmap(lambda k: jax.random.uniform(k, stats["entropy"].shape[1:]))(key_B)
@@ -169,7 +206,7 @@ def ancestral_probability(schedule: str, block_step_B: jax.Array, steps: int) ->
     return jnp.where(j >= steps - 1, 1.0, (alpha_s - alpha_t) / jnp.maximum(1.0 - alpha_t, 1e-12))
 
 
-def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
+def select(cfg: Run, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
            block_size_B: jax.Array, block_step_B: jax.Array) -> jax.Array:
     """[B, L] bool: the positions this step unmasks (eligible: the current block's masked ones)."""
     if cfg.rule == "ancestral":  # independent coins: the uniform score is the coin
@@ -193,9 +230,9 @@ def select(cfg: SamplerConfig, stats: dict, eligible_BxL: jax.Array, score_BxL: 
     return eligible_BxL & (rank_BxL < k_B[:, None])
 
 
-def draw_tokens(cfg: SamplerConfig, logits_BxLxV: jax.Array, key_B: jax.Array) -> jax.Array:
+def draw_tokens(cfg: Run, logits_BxLxV: jax.Array, key_B: jax.Array) -> jax.Array:
     """Argmax (temperature 0), else a draw from `sampled_logits` (already tempered and cut)."""
-    if cfg.temperature == 0:
+    if cfg.greedy:
         return logits_BxLxV.argmax(-1).astype(jnp.int32)
     return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, -1))(key_B, logits_BxLxV).astype(jnp.int32)
 
@@ -225,10 +262,19 @@ def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: 
     return apply_fn(params, tokens_BxL, diffusion.time_of_masked_fraction(apply_fn.schedule, fraction_B))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "cfg", "slots", "with_trace"))
 def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
              cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
              with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
+    """Unmasks every answer position of N examples with `slots` model rows (jitted: one
+    compile per apply_fn, rule structure, slots and shapes; the numeric knobs are traced)."""
+    return _generate(apply_fn, params, tokens_NxL, answer_mask_NxL, cfg.structure(), cfg.knobs(), seed, slots,
+                     with_trace, first_example)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace"))
+def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
+              structure: Structure, knobs: dict, seed: int | jax.Array = 0, slots: int | None = None,
+              with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows.
 
     apply_fn: see `forward`; MASK is token id V. Prompt tokens (answer_mask False) are kept.
@@ -243,6 +289,7 @@ def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
+    cfg = Run(structure, knobs)
     call = functools.partial(forward, apply_fn)
     vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
     mask_id = vocab
@@ -371,13 +418,13 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
     """`generate` compiled ahead of time, once per function, rule, slots and shapes: training's
     periodic eval and repeated evaluations reuse it (the last 16 are kept)."""
     shapes = lambda tree: tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
-    key = (apply_fn, cfg, slots, with_trace, jax.tree.structure(params), shapes(params),
+    key = (apply_fn, cfg.structure(), slots, with_trace, jax.tree.structure(params), shapes(params),
            shapes((tokens_NxL, answer_NxL)), type(seed))
     if key not in _COMPILED:
         if len(_COMPILED) >= 16:
             _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[key] = generate.lower(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots,
-                                        with_trace, first_example).compile()
+        _COMPILED[key] = _generate.lower(apply_fn, params, tokens_NxL, answer_NxL, cfg.structure(), cfg.knobs(),
+                                         seed, slots, with_trace, first_example).compile()
     return _COMPILED[key]
 
 
@@ -399,7 +446,8 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
     compiled = _compiled(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
                          with_trace, offset(batches[0]))
     start_time = time.perf_counter()
-    parts = [compiled(params, tokens[idx], answer_mask[idx], seed, offset(idx)) for idx in batches]
+    knobs = cfg.knobs()
+    parts = [compiled(params, tokens[idx], answer_mask[idx], knobs, seed, offset(idx)) for idx in batches]
     parts = jax.device_get(jax.block_until_ready(parts))
     wall = time.perf_counter() - start_time
     keys = ("tokens", "nfe", "fill_step") + (("confidence",) if with_trace else ())

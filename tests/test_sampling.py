@@ -360,8 +360,8 @@ def test_evaluate_compiles_once_for_repeated_calls(monkeypatch):
             return ((tokens == reference) | ~answer_mask).all(1)
 
     lowered = []
-    real_lower = sampling.generate.lower
-    monkeypatch.setattr(sampling.generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
+    real_lower = sampling._generate.lower
+    monkeypatch.setattr(sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
                         raising=False)
     monkeypatch.setattr(sampling, "_COMPILED", {})
     apply, w = context_model(9)
@@ -437,3 +437,32 @@ def test_iterations_equal_a_count_by_hand():
     plain = sampling.evaluate(sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2,
                               refill=False)
     assert plain["iterations"] == 4 + 3  # two plain batches wait for their slowest example
+
+
+def test_a_gamma_sweep_compiles_once(monkeypatch):
+    """The numeric knobs are traced: five gammas of one rule and proxy share one compiled loop
+    (lowerings counted), and give what separate runs give."""
+    tokens, answer = problems(seed=3)
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(V + 1, V)), jnp.float32)
+
+    def apply(params, tokens_BxL):  # a fake model: logits from each position's own token
+        return params[tokens_BxL]
+
+    class Task:
+        def check(self, tokens, reference, answer_mask):
+            return {"solved": np.ones(len(tokens), bool), "token_accuracy": np.ones(len(tokens))}
+    split = data.Split(np.asarray(tokens), np.asarray(answer), {}, Task())
+    lowered = []
+    real_lower = sampling._generate.lower
+    monkeypatch.setattr(sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
+                        raising=False)
+    monkeypatch.setattr(sampling, "_COMPILED", {})
+    nfe = []
+    for gamma in (0.0, 0.01, 0.1, 0.5, 2.0):
+        cfg = SamplerConfig(rule="eb", gamma=gamma)
+        out = sampling.evaluate(sampling.ModelFn(apply, w), split, cfg, batch_size=4)
+        alone = sampling.generate(apply, w, tokens, answer, cfg, slots=4)
+        assert (out["nfe"] == np.asarray(alone["nfe"])).all()
+        nfe.append(out["mean_nfe"])
+    assert len(lowered) == 1
+    assert nfe == sorted(nfe, reverse=True) and nfe[0] > nfe[-1]  # the knob took effect
