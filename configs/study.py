@@ -1,6 +1,7 @@
 """Grids of the study (python sample.py --workdir runs/x --study --study_config configs/study.py:quick).
 
-  full:  the grids of the issue, 2,000 test examples (a GPU/TPU, or patience).
+  full:  the grids of the issue, 2,000 test examples, wall speed-ups as medians of 3 alternating
+         runs (a GPU/TPU, or patience).
   quick: the same grids on 300 test examples (about 20 minutes on a 2-core CPU with the quick model).
   tiny:  a few settings on a handful of examples (tests).
 Any field: --study_config.examples=500, --study_config.gammas="(0, 0.1, 1)".
@@ -21,10 +22,12 @@ def get_config(preset: str = "full"):
     c.tightness_examples = 100  # examples whose 2- and 3-position steps get a chain-rule joint
     c.tightness_gamma = 1.0  # the EB setting examined for tightness (large enough for sets of 2-3)
     c.seed = 0
+    c.timing_repeats = 3  # wall speed-ups: medians of this many alternating runs of a setting and top-1
     if preset == "quick":
         c.examples = 300
         c.batch_size = 64  # few slots: on a CPU, rows idle at the tail of a run cost as much as busy ones
         c.tightness_examples = 40
+        c.timing_repeats = 1  # a CPU's sweep is long enough
     elif preset == "tiny":
         c.examples = 6
         c.batch_size = 4
@@ -35,6 +38,7 @@ def get_config(preset: str = "full"):
         c.steps = (4,)
         c.tightness_examples = 3
         c.tightness_gamma = 4.0  # an untrained model is unsure: sets of two need a large budget
+        c.timing_repeats = 2
     elif preset != "full":
         raise ValueError(f"unknown preset {preset!r} for configs/study.py; expected full, quick or tiny")
     return c

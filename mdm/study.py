@@ -26,10 +26,13 @@ def top1_for(cfg: SamplerConfig) -> SamplerConfig:
 
 
 def run_settings(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig], batch_size: int = 256, seed: int = 0,
-                 refill: bool = True, progress: bool = True, with_trace: bool = False
+                 refill: bool = True, progress: bool = True, with_trace: bool = False, timing_repeats: int = 1
                  ) -> tuple[list[dict], dict]:
     """Evaluates each setting and its top-1 baseline (each distinct setting once).
 
+    With timing_repeats r > 1, each setting and its baseline are timed again r times,
+    alternating (baseline, setting, baseline, ...), and wall_s / wall_speedup are the medians of
+    those runs: one run each, in whatever order, measures run order and the machine's drift.
     Returns (one row per setting, the sampler outputs by setting, baselines included).
     """
     from tqdm.auto import tqdm
@@ -51,7 +54,21 @@ def run_settings(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig
                                             "examples_per_s", "wall_s")},
                      "nfe_speedup": base["mean_nfe"] / out["mean_nfe"],
                      "wall_speedup": base["wall_s"] / out["wall_s"], **_against(out, base)})
+        if timing_repeats > 1:
+            rows[-1].update(_interleaved(model_fn, split, cfg, batch_size, seed, refill, timing_repeats))
     return rows, outputs
+
+
+def _interleaved(model_fn, split, cfg: SamplerConfig, batch_size: int, seed: int, refill: bool,
+                 repeats: int) -> dict:
+    """Median wall times of a setting and its top-1 baseline timed alternately `repeats` times."""
+    base_s, setting_s = [], []
+    for _ in range(repeats):
+        base_s.append(sampling.evaluate(model_fn, split, top1_for(cfg), batch_size, seed, refill)["wall_s"])
+        setting_s.append(sampling.evaluate(model_fn, split, cfg, batch_size, seed, refill)["wall_s"])
+    ratios = np.array(base_s) / np.maximum(np.array(setting_s), 1e-9)
+    return {"wall_s": float(np.median(setting_s)), "examples_per_s": len(split) / max(float(np.median(setting_s)), 1e-9),
+            "wall_speedup": float(np.median(ratios)), "wall_repeats": repeats}
 
 
 def _against(out: dict, base: dict) -> dict:
@@ -67,6 +84,8 @@ def validate_study(study) -> None:
         raise ValueError("study_config.examples and batch_size must be >= 1, keep_fraction in (0, 1]")
     if not study.proxies:
         raise ValueError("study_config.proxies must name at least one of confidence, entropy, margin")
+    if study.get("timing_repeats", 1) < 1:
+        raise ValueError("study_config.timing_repeats must be >= 1")
     if study.tightness_examples < 0:
         raise ValueError("study_config.tightness_examples must be >= 0")
     grid_settings(study)  # bad values (a negative gamma, an unknown proxy) fail here
@@ -243,7 +262,8 @@ def run_study(model_fn: sampling.ModelFn, split, study, workdir, writers=None, p
     split = split.take(np.arange(min(study.examples, len(split))))
     validate_study(study)
     rows, outputs = run_settings(model_fn, split, grid_settings(study, schedule), study.batch_size, study.seed,
-                                 refill=True, progress=progress, with_trace=True)
+                                 refill=True, progress=progress, with_trace=True,
+                                 timing_repeats=study.get("timing_repeats", 1))
     summary = stats.frontier_summary(rows, study.keep_fraction)
     steps = stats.steps_of(outputs, split)
     mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary

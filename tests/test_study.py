@@ -291,3 +291,25 @@ def test_aup_against_a_hand_computation():
     expected = 90 + (90 + w(88)) / 2 + (w(88) + w(86))
     assert stats.aup([(4, 86.0), (1, 90.0), (8, 50.0), (2, 88.0)], 90.0) == pytest.approx(expected)
     assert stats.aup([(1, 95.0)], 95.0) == pytest.approx(95.0)
+
+
+def test_wall_speedup_is_the_median_of_interleaved_repeats(monkeypatch):
+    """After the first run of top-1 and EB, three alternating timings (top-1, EB, top-1, ...)
+    with scripted walls: top-1 10 s each, EB 2, 5 and 4 s. Ratios 5, 2, 2.5: median 2.5;
+    EB's wall is the median 4 s."""
+    split, out = _dependence_case()
+    real = sampling.evaluate
+    calls = []
+    walls = iter([10.0, 10.0] + [10.0, 2.0, 10.0, 5.0, 10.0, 4.0])
+
+    def scripted(model_fn, split_, cfg, *args, **kwargs):
+        calls.append(cfg.describe())
+        return dict(real(model_fn, split_, cfg, *args, **kwargs), wall_s=next(walls))
+    monkeypatch.setattr(sampling, "evaluate", scripted)
+    split.task.check = lambda tokens, reference, answer_mask: {"solved": np.ones(len(tokens), bool),
+                                                                "token_accuracy": np.ones(len(tokens))}
+    eb = sampling.SamplerConfig(rule="eb", gamma=0.5)
+    rows, _ = study.run_settings(_fake(True), split, [eb], batch_size=2, progress=False, timing_repeats=3)
+    assert calls == ["topk k=1 (confidence)", "eb gamma=0.5 (confidence)"] * 4
+    assert rows[0]["wall_speedup"] == pytest.approx(2.5) and rows[0]["wall_s"] == pytest.approx(4.0)
+    assert rows[0]["wall_repeats"] == 3
