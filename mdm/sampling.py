@@ -262,6 +262,30 @@ def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: 
     return apply_fn(params, tokens_BxL, diffusion.time_of_masked_fraction(apply_fn.schedule, fraction_B))
 
 
+_SLOT_FIELDS = ("tokens_BxL", "masked_BxL", "slot_example_B", "nfe_B", "row_step_B", "block_step_B",
+                "block_size_B", "fill_step_BxL", "confidence_BxL")
+
+
+def slot_sharding(slots: int):
+    """The slots split over this process's devices (data parallel), or None: one device, or a
+    slot count that does not split evenly."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    if len(devices) < 2 or slots % len(devices):
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("slots",)), PartitionSpec("slots"))
+
+
+def _shard_slots(s: "SamplerState", slots: int) -> "SamplerState":
+    """Constrains the loop state's slot axis to slot_sharding (a layout: results do not change)."""
+    sharding = slot_sharding(slots)
+    if sharding is None:
+        return s
+    return s.replace(**{f: jax.lax.with_sharding_constraint(getattr(s, f), sharding) for f in _SLOT_FIELDS
+                        if getattr(s, f).shape[0] == slots})
+
+
 def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
              cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
              with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
@@ -330,6 +354,7 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
             out_confidence_NxL=out_conf)
 
     def step(s: SamplerState) -> SamplerState:
+        s = _shard_slots(s, slots)
         answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
         logits_BxLxV = sampled_logits(cfg, call(params, s.tokens_BxL, s.masked_BxL, answer_BxL))
         active_B = s.masked_BxL.any(-1)
@@ -443,6 +468,12 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
         batches = [np.arange(start, start + batch_size) % n for start in range(0, n, batch_size)]
         slots = None
     offset = lambda idx: np.int32(first_example + idx[0])  # each example keeps its own random stream
+    sharding = slot_sharding(min(batch_size, n) if refill else batch_size)  # the loop's rows
+    if sharding is not None:  # inputs on the devices the slots use (replicated)
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        params, tokens, answer_mask = jax.device_put((params, tokens, answer_mask), replicated)
     compiled = _compiled(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
                          with_trace, offset(batches[0]))
     start_time = time.perf_counter()

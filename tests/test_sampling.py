@@ -466,3 +466,42 @@ def test_a_gamma_sweep_compiles_once(monkeypatch):
         nfe.append(out["mean_nfe"])
     assert len(lowered) == 1
     assert nfe == sorted(nfe, reverse=True) and nfe[0] > nfe[-1]  # the knob took effect
+
+
+_SHARDED = """
+import sys, numpy as np, jax
+sys.path.insert(0, '.')
+from configs import sudoku
+from mdm import data, sampling, train
+c = sudoku.get_config('tiny')
+split = data.load('sudoku', 'test', None, 500, 500).take(np.arange(24))
+graphdef, params = train.init_model(train.model_config(c, split.task), 0)
+model_fn = sampling.model_fn_from(graphdef, params)
+outs = []
+for sc, refill in ((sampling.SamplerConfig(rule='eb', gamma=2.0), True),
+                   (sampling.SamplerConfig(rule='eb', gamma=0.5, temperature=1.0), True),
+                   (sampling.SamplerConfig(rule='topk', k=2), False)):
+    r = sampling.evaluate(model_fn, split, sc, batch_size=8, seed=1, refill=refill)
+    outs += [r['tokens'], r['nfe'], r['fill_step']]
+print('devices', jax.local_device_count(), 'sharded', sampling.slot_sharding(8) is not None)
+np.savez(sys.argv[1], *outs)
+"""
+
+
+def test_slots_sharded_over_4_devices_give_each_example_what_1_device_gives(data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {}
+    for devices in (1, 4):
+        env = dict(os.environ, MDM_DATA_DIR=data_dir, WANDB_MODE="disabled",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        out = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / f"{devices}.npz")], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"devices {devices} sharded {devices > 1}" in out.stdout
+        runs[devices] = np.load(tmp_path / f"{devices}.npz")
+    for key in runs[1].files:
+        np.testing.assert_array_equal(runs[1][key], runs[4][key])
