@@ -161,14 +161,43 @@ def sample_study(model_fn, splits, gammas, keep: float, rows: list[int], say) ->
     return out
 
 
-def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scratch: pathlib.Path, say: Log,
-              hardware: dict) -> dict:
+def plan_steps(config, budget: float, rate: float, overhead: float, args) -> int:
+    """Sets the config's steps (and eval, checkpoint, warmup) to fill `budget` seconds at `rate`
+    steps/s; the budget counts from the start of training, so set-up and compiling (cached since
+    the probe: at most the probe's overhead) come off it first."""
+    steps = max(int(rate * max(budget - overhead, 0.5 * budget) * args.fill), 2 * args.probe_steps)
+    config.train.update(steps=steps, time_budget_s=float(budget),
+                        warmup_steps=min(config.train.warmup_steps, steps // 10))
+    config.eval.update(every=steps, sample_examples=0)
+    config.checkpoint.every = steps
+    return steps
+
+
+def training_figures(config, task, workdir: pathlib.Path, state, planned: int, probe_rate_: float) -> dict:
+    """Steps, examples, steps/s (mean of the logged rates after the first), tokens/s, MFU and
+    the final validation eval of a finished run."""
     import jax
     import numpy as np
 
-    from benchmarks.run import config_of
-    from mdm import accelerators, pretrained, sampling, train
+    from mdm import accelerators
     from mdm.model import model_config
+
+    lines = logged(workdir)
+    steps_per_s = float(np.mean([r["steps_per_s"] for r in lines if "steps_per_s" in r][1:] or [probe_rate_]))
+    batch = config.train.batch_size
+    flops = accelerators.train_flops_per_example(model_config(config, task)) * batch * steps_per_s
+    peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
+    return {"steps": int(state.step), "planned_steps": planned, "batch_size": batch,
+            "examples_seen": int(state.step) * batch, "steps_per_s": steps_per_s,
+            "tokens_per_s": steps_per_s * batch * task.length, "model_tflops_per_s": flops / 1e12,
+            "mfu": flops / peak if peak else None, "final_eval": [r for r in lines if "eval/loss" in r][-1]}
+
+
+def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scratch: pathlib.Path, say: Log,
+              hardware: dict) -> dict:
+    """Data, probe, budgeted training, bf16 export and sampling of one model; its record."""
+    from benchmarks.run import config_of
+    from mdm import pretrained, sampling, train
 
     record: dict = {"config": f"configs/{module}.py:{preset}", "seconds": {}}
 
@@ -187,35 +216,16 @@ def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scra
             splits = generate(config, os.cpu_count() or 1)
         with stage("probe"):
             rate, overhead = probe_rate(config, splits, scratch / f"{name}_probe", args.probe_steps)
-        # The budget counts from the start of training: set-up and compiling (cached since the
-        # probe, so at most the probe's overhead) come off it before the steps.
-        steps = max(int(rate * max(budget - overhead, 0.5 * budget) * args.fill), 2 * args.probe_steps)
-        config.train.update(steps=steps, time_budget_s=float(budget),
-                            warmup_steps=min(config.train.warmup_steps, steps // 10))
-        config.eval.update(every=steps, sample_examples=0)
-        config.checkpoint.every = steps
+        steps = plan_steps(config, budget, rate, overhead, args)
         say(f"{name}: probe {rate:.2f} steps/s, {overhead:.1f} s set-up -> {steps} steps x {config.train.batch_size} "
             f"= {steps * config.train.batch_size:,} examples in a {budget} s budget")
         workdir = scratch / name
         with stage("train"):
             state = train.train(config, str(workdir), progress=False, splits={k: splits[k] for k in ("train", "validation")})
-        lines = logged(workdir)
-        rates = [r["steps_per_s"] for r in lines if "steps_per_s" in r][1:] or [rate]
-        task = splits["train"].task
-        cfg = model_config(config, task)
-        steps_per_s = float(np.mean(rates))
-        flops = accelerators.train_flops_per_example(cfg) * config.train.batch_size * steps_per_s
-        peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
-        final = [r for r in lines if "eval/loss" in r][-1]
-        record["train"] = {"steps": int(state.step), "planned_steps": steps, "batch_size": config.train.batch_size,
-                           "examples_seen": int(state.step) * config.train.batch_size,
-                           "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * config.train.batch_size * task.length,
-                           "model_tflops_per_s": flops / 1e12, "mfu": flops / peak if peak else None,
-                           "final_eval": final}
-        say(f"{name}: {int(state.step)} steps, {steps_per_s:.2f} steps/s, "
-            f"{record['train']['tokens_per_s']:,.0f} tokens/s, MFU "
-            f"{record['train']['mfu'] if record['train']['mfu'] is None else format(record['train']['mfu'], '.1%')}; "
-            f"validation ELBO {final['eval/elbo_bits_per_token']:.4f} bits/token")
+        t = record["train"] = training_figures(config, splits["train"].task, workdir, state, steps, rate)
+        mfu = "n/a" if t["mfu"] is None else f"{t['mfu']:.1%}"
+        say(f"{name}: {t['steps']} steps, {t['steps_per_s']:.2f} steps/s, {t['tokens_per_s']:,.0f} tokens/s, "
+            f"MFU {mfu}; validation ELBO {t['final_eval']['eval/elbo_bits_per_token']:.4f} bits/token")
         command = (f"python -m benchmarks.accelerator --out DIR{' --rehearse' if args.rehearse else ''} "
                    f"(configs/{module}.py:{preset}, {steps} steps, time_budget_s {budget})")
         with stage("export"):

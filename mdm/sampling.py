@@ -105,15 +105,23 @@ class Structure(NamedTuple):
 
 
 class Run(NamedTuple):
-    """What one step of the loop reads: the structure (static) and the knobs (traced)."""
-    structure: Structure
-    knobs: dict
+    """What one step of the loop reads: the structure's fields (static) and the knobs (traced)."""
+    rule: str
+    proxy: str
+    schedule: str
+    block_size: int
+    greedy: bool
+    nucleus: bool
+    gamma: Any
+    k: Any
+    tau: Any
+    steps: Any
+    temperature: Any
+    top_p: Any
 
-    def __getattr__(self, name):  # NamedTuple fields first; then the structure's, then knobs
-        structure = tuple.__getitem__(self, 0)
-        if name in Structure._fields or name == "ranking":
-            return getattr(structure, name)
-        return tuple.__getitem__(self, 1)[name]
+    @property
+    def ranking(self) -> str:
+        return "random" if self.rule in ("random", "ancestral") else self.proxy
 
 
 @flax.struct.dataclass
@@ -313,7 +321,7 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
-    cfg = Run(structure, knobs)
+    cfg = Run(*structure, **knobs)
     call = functools.partial(forward, apply_fn)
     vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
     mask_id = vocab
