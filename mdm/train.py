@@ -153,6 +153,8 @@ def make_train_step(graphdef, cfg: ModelConfig, tx, config, micro_batches: int =
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
         step_metrics = dict(diffusion.sums_to_metrics(sums), grad_norm=optax.tree.norm(grads),
                             param_norm=optax.tree.norm(params))
+        if "stop" in batch:  # every process's reasons to stop, reduced in this step's program
+            step_metrics["stop_reasons"] = jnp.max(batch["stop"] & SIGTERM) | jnp.max(batch["stop"] & OVER_BUDGET)
         return TrainState(state.step + 1, params, opt_state, ema), step_metrics
 
     return train_step
@@ -343,7 +345,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
             return
         step, step_metrics = pending
         pending = None
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        values = {k: float(v) for k, v in jax.device_get(step_metrics).items() if k != "stop_reasons"}
         if not math.isfinite(values["loss"]):
             raise FloatingPointError(f"the loss is {values['loss']} at step {step}; "
                                      f"the last good checkpoint is kept")
@@ -354,15 +356,21 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
         bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
         clock.update(time=time.time(), step=step)
 
+    budget = config.train.get("time_budget_s", 0.0)
+    flag = _StopFlag()
+
     def make_batch(step: int) -> dict:
         batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
                                augment=config.train.augment)
+        # This process's reasons to stop ride with its rows; the step reduces them over all
+        # processes (see make_train_step), so every process reads the same decision.
+        local = SIGTERM * flag.stop | OVER_BUDGET * bool(budget and time.time() - started > budget)
+        batch["stop"] = np.full(len(batch["tokens"]), local, np.int32)
         return shard_batch(batch, batch_sharding)
 
-    budget = config.train.get("time_budget_s", 0.0)
     batches = data.prefetch(make_batch, range(start, end))  # prepared ahead in a thread
     try:
-        with _StopFlag() as flag:
+        with flag:
             for step, batch in zip(range(start, end), batches):
                 previous = step_metrics if step > start else None
                 state, step_metrics = train_step(state, batch)
@@ -373,9 +381,8 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
                 done = step + 1
                 bar.update(1)
                 # Every process must leave at the same step (a save and every all-reduce are
-                # collective): SIGTERM and the clock are local, so the decision is agreed.
-                reasons = _agree(SIGTERM * flag.stop | OVER_BUDGET * bool(budget and time.time() - started > budget),
-                                 done, nproc) if done < end else 0
+                # collective): the previous step's reasons are a reduction over all of them.
+                reasons = int(jax.device_get(previous["stop_reasons"])) if previous is not None and done < end else 0
                 stopping = bool(reasons)
                 last = done == end or stopping
                 if done % config.train.log_every == 0 or last:
@@ -399,21 +406,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     return state
 
 
-STOP_CHECK_EVERY = 10  # steps between agreements on stopping when several processes run
-SIGTERM, OVER_BUDGET = 1, 2  # reasons to stop, as bits
-
-
-def _agree(local_reasons: int, step: int, process_count: int) -> int:
-    """The reasons to stop of all processes together (bitwise or); with several processes
-    asked only every STOP_CHECK_EVERY steps (an all-gather), at the same steps everywhere."""
-    if process_count == 1:
-        return local_reasons
-    if step % STOP_CHECK_EVERY:
-        return 0
-    from jax.experimental import multihost_utils
-
-    gathered = np.asarray(multihost_utils.process_allgather(np.int32(local_reasons)))
-    return int(np.bitwise_or.reduce(gathered.reshape(-1)))
+SIGTERM, OVER_BUDGET = 1, 2  # reasons to stop, as bits of the batch's "stop" rows
 
 
 def _micro_batches(config, n_devices: int) -> int:

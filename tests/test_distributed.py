@@ -86,7 +86,6 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(
         assert p.returncode == 0, log[-3000:]
     steps = [int((out / f"preempt_{pid}.txt").read_text()) for pid in range(2)]
     assert steps[0] == steps[1] and 0 < steps[0] < 100_000, steps
-    assert steps[0] % train.STOP_CHECK_EVERY == 0
     assert checkpoint.Checkpointer(workdir, read_only=True).complete_steps() == [steps[0]]
     assert "SIGTERM: saved step" in logs[0]  # process 0 speaks for both
 
