@@ -495,7 +495,7 @@ def test_slots_sharded_over_4_devices_give_each_example_what_1_device_gives(data
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     runs = {}
-    for devices in (1, 4):
+    for devices in (1, 4):  # each in a fresh process: the device count is fixed when jax starts
         env = dict(os.environ, MDM_DATA_DIR=data_dir, WANDB_MODE="disabled",
                    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
         out = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / f"{devices}.npz")], cwd=root, env=env,
