@@ -39,6 +39,24 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     return jax.process_count() > 1
 
 
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: float = 600.0) -> None:
+    """Waits until every process reaches this point, through the coordination service (no
+    device collective). gloo gives a collective's first context set-up only 30 s, so a process
+    that starts (imports, loads data) much later than another would time out the first
+    collective; a barrier just before it lines them up. Nothing for a single process."""
+    import jax
+
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client: no public API for barriers
+
+    _BARRIERS[0] += 1  # a barrier id can be waited on once
+    jax_distributed.global_state.client.wait_at_barrier(f"mdm_{name}_{_BARRIERS[0]}", int(timeout_s * 1000))
+
+
 def is_primary() -> bool:
     """Process 0: the one that logs, shows progress and writes files."""
     import jax
