@@ -27,6 +27,11 @@ RULES = tuple(RULE_PARAMS)
 PROXIES = ("confidence", "margin", "entropy")
 
 
+def ranking(rule: str, proxy: str) -> str:
+    """How a rule orders positions: its proxy, or random for the random and ancestral rules."""
+    return "random" if rule in ("random", "ancestral") else proxy
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     rule: str = "eb"
@@ -76,7 +81,7 @@ class SamplerConfig:
     @property
     def ranking(self) -> str:
         """How positions are ordered: the proxy, or random for the random and ancestral rules."""
-        return "random" if self.rule in ("random", "ancestral") else self.proxy
+        return ranking(self.rule, self.proxy)
 
     def structure(self) -> "Structure":
         """What the compiled loop's code depends on; the numbers (knobs) are traced, so one
@@ -101,7 +106,7 @@ class Structure(NamedTuple):
 
     @property
     def ranking(self) -> str:
-        return "random" if self.rule in ("random", "ancestral") else self.proxy
+        return ranking(self.rule, self.proxy)
 
 
 class Run(NamedTuple):
@@ -121,7 +126,7 @@ class Run(NamedTuple):
 
     @property
     def ranking(self) -> str:
-        return "random" if self.rule in ("random", "ancestral") else self.proxy
+        return ranking(self.rule, self.proxy)
 
 
 @flax.struct.dataclass
