@@ -19,8 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
     # positions: learned | rotary | structured (the task's groups, e.g. Sudoku row/column/box);
     # peer_heads: how many heads attend only to positions sharing a group (Sudoku: 20 peers).
     # loops: the depth blocks run this many times with shared weights (depth x loops layers).
+    # relations: none | bias (learned per-head attention biases for the task's relations, e.g.
+    # mazes: one edge's tokens, neighbouring answer slots, one cell's tokens) | heads (head r
+    # attends only within relation r).
     c.model = dict(width=128, depth=4, loops=1, heads=4, mlp_ratio=4, positions="learned", peer_heads=0,
-                   time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
+                   relations="none", time_conditioning=False, compute_dtype="auto")  # auto: bf16 on GPU/TPU
     # loss_weighting: elbo (w(t) = -alpha'/(1 - alpha), the paper's) or flat (each masked token
     # counts the same); eval always reports the ELBO.
     c.diffusion = dict(schedule="linear", t_min=1e-3, loss_weighting="elbo")
@@ -32,10 +35,13 @@ def base_config() -> ml_collections.ConfigDict:
     # above it is split and the gradients accumulated (0: the device kind's memory budget,
     # mdm/accelerators.py; no split on CPU). time_budget_s: stop (save, evaluate) at the first
     # step after this many seconds since training started (0: no budget; steps still bounds it).
+    # curriculum_steps: for this many steps batches come from the easiest examples (by the
+    # task's difficulty: path length for mazes, singles depth for Sudoku), from the easiest
+    # tenth at step 0 growing linearly to all (0: no curriculum).
     # optimizer: adamw, or muon (orthogonalised updates for the blocks' matrices, AdamW for the rest).
     c.train = dict(steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, warmup_steps=200, end_lr_factor=0.1,
                    weight_decay=0.01, grad_clip=1.0, b2=0.99, ema_decay=0.999, augment=False,
-                   log_every=50, micro_batch_size=0, time_budget_s=0.0)
+                   log_every=50, micro_batch_size=0, time_budget_s=0.0, curriculum_steps=0)
     # Periodic evaluation on the test split: ELBO on `loss_examples`, and the solve rate of
     # top-1 and of EB(gamma) on `sample_examples` (0 turns sampling off).
     c.eval = dict(every=500, loss_examples=512, sample_examples=256, gamma=0.1, batch_size=256)
@@ -104,6 +110,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
              f"and config.model.peer_heads > 0 are not available for it")
     need(0 <= config.model.peer_heads <= config.model.heads,
          f"config.model.peer_heads must be in [0, heads={config.model.heads}], not {config.model.peer_heads}")
+    relations = config.model.get("relations", "none")
+    need(relations in ("none", "bias", "heads"),
+         f"config.model.relations must be none, bias or heads, not {relations!r}")
+    if relations != "none":
+        count = task.relations().count
+        need(count > 0, f"the {task.name} task has no relations between positions, so "
+                        f"config.model.relations={relations} is not available for it")
+        need(relations != "heads" or count <= config.model.heads,
+             f"config.model.relations=heads needs a head per relation ({count}), not {config.model.heads} heads")
+        need(relations != "heads" or not config.model.peer_heads,
+             "config.model.relations=heads and config.model.peer_heads both restrict heads; use one")
     need(isinstance(config.model.loops, int) and config.model.loops >= 1,
          f"config.model.loops must be a positive integer, not {config.model.loops!r}")
     need(config.model.compute_dtype in ("auto", "float32", "bfloat16"),
@@ -116,6 +133,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"config.train.micro_batch_size must be >= 0 (0: chosen for the device), not {t.micro_batch_size}")
     need(t.get("time_budget_s", 0.0) >= 0,
          f"config.train.time_budget_s must be >= 0 (0: none), not {t.time_budget_s}")
+    need(t.get("curriculum_steps", 0) >= 0,
+         f"config.train.curriculum_steps must be >= 0 (0: no curriculum), not {t.curriculum_steps}")
+    need(not t.get("curriculum_steps", 0) or bool(data.DATASETS[config.data.name].task.difficulty),
+         f"the {data.DATASETS[config.data.name].task.name} task has no difficulty to order a curriculum by; "
+         f"set config.train.curriculum_steps=0")
     need(t.optimizer in OPTIMIZERS, f"config.train.optimizer must be {' or '.join(OPTIMIZERS)}, not {t.optimizer!r}")
     need(t.lr > 0, f"config.train.lr must be positive, not {t.lr}")
     need(0 <= t.end_lr_factor <= 1, f"config.train.end_lr_factor must be in [0, 1], not {t.end_lr_factor}")

@@ -253,10 +253,28 @@ class RowStreams:
         return np.minimum((self.random(size) * high).astype(np.int64), high - 1)
 
 
+def curriculum_pool(split: Split, step: int, steps: int) -> np.ndarray | None:
+    """The examples batch `step` draws from under a curriculum of `steps` steps: the easiest
+    fraction f of the split by its task's `difficulty` field (ties by index), f growing
+    linearly from 1/10 at step 0 to all at `steps`; None (everything) from then on."""
+    if step >= steps:
+        return None
+    order = _easiest_first(split.meta[split.task.difficulty].tobytes(), len(split))
+    count = -(-len(order) * (steps + 9 * step) // (10 * steps))  # ceil(n * (1/10 + 9/10 * step / steps))
+    return order[:max(1, count)]
+
+
+@functools.lru_cache(maxsize=2)
+def _easiest_first(difficulty_bytes: bytes, n: int) -> np.ndarray:
+    return np.argsort(np.frombuffer(difficulty_bytes, np.int32)[:n], kind="stable")
+
+
 def get_batch(split: Split, seed: int, step: int, batch_size: int, process_index: int = 0,
-              process_count: int = 1, augment: bool = False) -> dict[str, np.ndarray]:
+              process_count: int = 1, augment: bool = False, pool: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
     """This process's slice of global batch `step`: a pure function of its arguments.
 
+    `pool`: the example indices to draw from (a curriculum's, see curriculum_pool), else all.
     Only the slice is gathered and augmented. With `augment`, every example gets a random
     label-preserving symmetry of its task from its own stream (seed, step, row), so the batch
     does not depend on how many processes share it, and a resumed run sees the same one.
@@ -265,7 +283,10 @@ def get_batch(split: Split, seed: int, step: int, batch_size: int, process_index
         raise ValueError(f"batch size {batch_size} does not split over {process_count} processes")
     per_process = batch_size // process_count
     rows = np.arange(process_index * per_process, (process_index + 1) * per_process, dtype=np.int64)
-    indices = batch_indices(seed, step, batch_size, len(split), rows)
+    if pool is None:
+        indices = batch_indices(seed, step, batch_size, len(split), rows)
+    else:
+        indices = np.asarray(pool)[batch_indices(seed, step, batch_size, len(pool), rows)]
     tokens, answer_mask = split.tokens[indices], split.answer_mask[indices]
     if augment:
         tokens, answer_mask = split.task.augment(tokens, answer_mask, RowStreams(seed, step, rows))

@@ -28,6 +28,14 @@ class ModelConfig:
     # share a group with the query in some factor (Sudoku: the 20 peers and the cell itself).
     position_groups: tuple[tuple[int, ...], ...] = ()
     peer_heads: int = 0
+    # Relations between positions (mdm.tasks.Relations; mazes: one edge's tokens, neighbouring
+    # answer slots, one cell's tokens). "bias": every head of every block adds a learned
+    # multiple of each relation to its attention logits; "heads": head r attends only to
+    # positions in relation r with the query (and itself), the other heads everywhere.
+    relations: str = "none"
+    relation_groups: tuple[tuple[int, ...], ...] = ()
+    relation_chains: tuple[tuple[int, ...], ...] = ()
+    entity_tokens: tuple[int, ...] = ()
     time_conditioning: bool = False
     compute_dtype: str = "float32"  # "float32" or "bfloat16"; parameters stay float32
 
@@ -42,6 +50,17 @@ class ModelConfig:
             raise ValueError(f"model.peer_heads must be in [0, heads={self.heads}], not {self.peer_heads}")
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(f"model.width {self.width} must split into {self.heads} heads of even size")
+        if self.relations not in RELATION_MODES:
+            raise ValueError(f"model.relations must be one of {RELATION_MODES}, not {self.relations!r}")
+        if self.relations != "none" and not self.relation_count:
+            raise ValueError("model.relations needs a task with relations between positions")
+        if self.relations == "heads" and self.relation_count > self.heads:
+            raise ValueError(f"model.relations=heads needs a head per relation ({self.relation_count}), "
+                             f"not {self.heads} heads")
+        if self.relations == "heads" and self.peer_heads:
+            raise ValueError("model.relations=heads and model.peer_heads both restrict heads; use one")
+        if any(len(g) != self.length for g in self.relation_groups + self.relation_chains):
+            raise ValueError(f"every relation must have one id per position ({self.length})")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.compute_dtype must be 'float32' or 'bfloat16', not {self.compute_dtype!r}")
         for name in ("vocab_size", "length", "width", "depth", "loops", "heads", "mlp_ratio"):
@@ -57,6 +76,29 @@ class ModelConfig:
         groups_GxL = np.asarray(self.position_groups)
         return ((groups_GxL[:, :, None] == groups_GxL[:, None, :]) & (groups_GxL[:, :, None] >= 0)).any(0) \
             | np.eye(self.length, dtype=bool)
+
+    @property
+    def relation_count(self) -> int:
+        return len(self.relation_groups) + len(self.relation_chains) + bool(self.entity_tokens)
+
+    def static_relations(self) -> np.ndarray:
+        """[R_static, L, L] bool: the positional relations (groups, then chains)."""
+        out = [(np.asarray(g)[:, None] == np.asarray(g)[None, :]) & (np.asarray(g)[:, None] >= 0)
+               for g in self.relation_groups]
+        for chain in self.relation_chains:
+            c = np.asarray(chain)
+            out.append((np.abs(c[:, None] - c[None, :]) == 1) & (c[:, None] >= 0) & (c[None, :] >= 0))
+        return np.stack(out) if out else np.zeros((0, self.length, self.length), bool)
+
+    def relation_masks(self, tokens_BxL: jax.Array) -> jax.Array:
+        """[B, R, L, L] bool: every relation on a batch (the entity relation reads the tokens)."""
+        b = tokens_BxL.shape[0]
+        static = jnp.broadcast_to(jnp.asarray(self.static_relations()), (b,) + self.static_relations().shape)
+        if not self.entity_tokens:
+            return static
+        entity_BxL = jnp.isin(tokens_BxL, jnp.asarray(self.entity_tokens))
+        same_BxLxL = (tokens_BxL[:, :, None] == tokens_BxL[:, None, :]) & entity_BxL[:, :, None]
+        return jnp.concatenate([static, same_BxLxL[:, None]], axis=1)
 
     def group_ids(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(ids [F, L] into one table of all factors' groups, present [F, L], table size)."""
@@ -79,6 +121,12 @@ def _apply_rotary(x_BxLxHxK: jax.Array, cos_LxK: jax.Array, sin_LxK: jax.Array) 
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
+RELATION_MODES = ("none", "bias", "heads")
+# Learned relation biases are this multiple of their parameter: from zero, Adam moves a
+# parameter by about lr per step, and a bias must reach a few nats to steer attention.
+RELATION_BIAS_SCALE = 8.0
+
+
 class Block(nnx.Module):
     """Pre-norm block: full (non-causal) self-attention, then an MLP."""
 
@@ -86,6 +134,8 @@ class Block(nnx.Module):
         dtype = jnp.dtype(cfg.compute_dtype)
         d = cfg.width
         self.heads = cfg.heads
+        if cfg.relations == "bias":
+            self.relation_bias = nnx.Param(jnp.zeros((cfg.heads, cfg.relation_count)))
         self.norm_attn = nnx.RMSNorm(d, dtype=dtype, rngs=rngs)
         self.qkv = nnx.Linear(d, 3 * d, use_bias=False, dtype=dtype, rngs=rngs)
         self.attn_out = nnx.Linear(d, d, use_bias=False, dtype=dtype, rngs=rngs)
@@ -94,8 +144,12 @@ class Block(nnx.Module):
         self.mlp_out = nnx.Linear(cfg.mlp_ratio * d, d, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxLxD: jax.Array, rotary: tuple[jax.Array, jax.Array] | None,
-                 bias_1xHxLxL: jax.Array | None) -> jax.Array:
+                 bias_1xHxLxL: jax.Array | None, relations_BxRxLxL: jax.Array | None = None) -> jax.Array:
         b, length, d = x_BxLxD.shape
+        if relations_BxRxLxL is not None:  # relations="bias"
+            w_HxR = (RELATION_BIAS_SCALE * self.relation_bias[...]).astype(x_BxLxD.dtype)
+            learned_BxHxLxL = jnp.einsum("brij,hr->bhij", relations_BxRxLxL.astype(x_BxLxD.dtype), w_HxR)
+            bias_1xHxLxL = learned_BxHxLxL if bias_1xHxLxL is None else bias_1xHxLxL + learned_BxHxLxL
         qkv = self.qkv(self.norm_attn(x_BxLxD)).reshape(b, length, 3, self.heads, d // self.heads)
         q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if rotary is not None:
@@ -145,6 +199,13 @@ class Transformer(nnx.Module):
             # An additive bias, not a boolean mask: the same result, ~20% faster attention on
             # XLA:CPU. Built once here for all blocks.
             bias_1xHxLxL = jnp.asarray(np.where(allowed_1xHxLxL, 0.0, -1e9), x_BxLxD.dtype)
+        relations_BxRxLxL = cfg.relation_masks(tokens_BxL) if cfg.relations != "none" else None
+        if cfg.relations == "heads":  # head r sees relation r and itself; the rest see everything
+            eye_1x1xLxL = jnp.eye(cfg.length, dtype=bool)[None, None]
+            free_BxFxLxL = jnp.ones((tokens_BxL.shape[0], cfg.heads - cfg.relation_count) + eye_1x1xLxL.shape[2:], bool)
+            allowed_BxHxLxL = jnp.concatenate([relations_BxRxLxL | eye_1x1xLxL, free_BxFxLxL], axis=1)
+            bias_1xHxLxL = jnp.where(allowed_BxHxLxL, 0.0, -1e9).astype(x_BxLxD.dtype)  # [B, H, L, L]
+            relations_BxRxLxL = None
         if cfg.time_conditioning:
             if t_B is None:
                 raise ValueError("this model was built with time_conditioning and needs t")
@@ -154,7 +215,7 @@ class Transformer(nnx.Module):
             x_BxLxD = x_BxLxD + self.time_in(feat_BxD.astype(x_BxLxD.dtype))[:, None, :]
         for _ in range(cfg.loops):  # unrolled: XLA sees loops x depth blocks, weights shared
             for block in self.blocks:
-                x_BxLxD = block(x_BxLxD, rotary, bias_1xHxLxL)
+                x_BxLxD = block(x_BxLxD, rotary, bias_1xHxLxL, relations_BxRxLxL)
         return self.head(self.norm_out(x_BxLxD.astype(jnp.float32)))
 
 
@@ -194,7 +255,10 @@ def model_config(config, task) -> ModelConfig:
     m = config.model
     peer_heads = m.get("peer_heads", 0)  # absent in checkpoints made before it existed
     structured = m.positions == "structured" or peer_heads
-    return ModelConfig(vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
+    relations = m.get("relations", "none")  # absent in checkpoints made before it existed
+    rel = task.relations() if relations != "none" else None
+    return ModelConfig(relations=relations, relation_groups=rel.groups if rel else (),
+                       relation_chains=rel.chains if rel else (), entity_tokens=rel.entity_tokens if rel else (),vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
                        loops=m.get("loops", 1),
                        heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
                        position_groups=task.position_groups() if structured else (),

@@ -49,10 +49,11 @@ def lr_schedule(config) -> optax.Schedule:
 
 def _block_matrices(params) -> Any:
     """Muon's dimension numbers: the blocks' 2-D kernels are orthogonalised; embeddings, the
-    output head, norms and biases (None) take Adam's update."""
+    output head, norms, biases and relation biases (None) take Adam's update."""
     def spec(path, x):
         names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-        return optax.contrib.MuonDimensionNumbers() if "blocks" in names and x.ndim == 2 else None
+        matrix = "blocks" in names and x.ndim == 2 and "relation_bias" not in names
+        return optax.contrib.MuonDimensionNumbers() if matrix else None
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
@@ -361,8 +362,9 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     flag = _StopFlag()
 
     def make_batch(step: int) -> dict:
+        pool = data.curriculum_pool(train_split, step, config.train.get("curriculum_steps", 0))
         batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
-                               augment=config.train.augment)
+                               augment=config.train.augment, pool=pool)
         # This process's reasons to stop ride with its rows; the step reduces them over all
         # processes (see make_train_step), so every process reads the same decision.
         local = SIGTERM * flag.stop | OVER_BUDGET * bool(budget and time.time() - started > budget)

@@ -131,3 +131,20 @@ def test_augmented_batches_do_not_depend_on_the_process_count(name):
         for key in ("tokens", "answer_mask"):
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
     assert spec.task.solved(whole["tokens"], whole["tokens"], whole["answer_mask"]).all()  # still answers
+
+
+def test_a_curriculum_draws_from_the_easiest_examples_first():
+    from mdm.tasks import maze
+    out = maze.generate(200, np.random.default_rng(0), 3)
+    split = data.Split(out["tokens"], out["answer_mask"], {"path_len": out["path_len"]}, maze.MazeTask(3))
+    pools = [data.curriculum_pool(split, step, 10) for step in range(11)]
+    assert len(pools[0]) == 20 and len(pools[5]) == 110 and pools[10] is None
+    difficulty = out["path_len"]
+    for pool in pools[:-1]:
+        rest = np.setdiff1d(np.arange(200), pool)
+        assert rest.size == 0 or difficulty[pool].max() <= difficulty[rest].min()
+        assert set(pools[0]) <= set(pool)
+    batch = data.get_batch(split, 0, 3, 8, pool=pools[3])
+    again = data.get_batch(split, 0, 3, 8, pool=data.curriculum_pool(split, 3, 10))
+    np.testing.assert_array_equal(batch["tokens"], again["tokens"])
+    assert max(maze.MazeTask(3).answer_path_length(batch["tokens"])) <= difficulty[pools[3]].max()

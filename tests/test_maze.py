@@ -126,3 +126,23 @@ def test_augment_keeps_the_path_valid(seed):
     # the augmented maze is a relabelled copy: same number of edges, path as long as before
     assert all(len(edges(a)) == len(edges(b)) for a, b in zip(tokens, examples["tokens"]))
     assert ((tokens == maze.END).argmax(1) == (examples["tokens"] == maze.END).argmax(1)).all()
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_the_format_without_sep_holds_the_same_mazes(seed):
+    with_sep = maze.generate(3, np.random.default_rng(seed), 5)
+    without = maze.generate(3, np.random.default_rng(seed), 5, sep=False)
+    assert without["tokens"].shape == (3, maze.Layout(5, sep=False).length) == (3, 2 * 24 + 3 + 26)
+    kept = np.flatnonzero(np.arange(maze.Layout(5).length) % 3 != 2)[:2 * 24]
+    kept = np.concatenate([kept, np.arange(3 * 24, maze.Layout(5).length)])
+    np.testing.assert_array_equal(without["tokens"], with_sep["tokens"][:, kept])
+    task = maze.MazeTask(5, sep=False)
+    assert task.solved(without["tokens"], None, None).all()
+    augmented, _ = task.augment(without["tokens"], without["answer_mask"], np.random.default_rng(seed))
+    assert task.solved(augmented, None, None).all() and not (augmented == maze.SEP).any()
+    wrong = without["tokens"].copy()
+    p = maze.Layout(5, sep=False).prompt_len
+    wrong[:, p] = np.where(wrong[:, p] == maze.FIRST_CELL, maze.FIRST_CELL + 1, maze.FIRST_CELL)  # not the origin
+    assert not task.solved(wrong, None, None).any()
+    assert task.answer_path_length(without["tokens"]).tolist() == without["path_len"].tolist()

@@ -104,3 +104,68 @@ def test_loops_share_weights_and_equal_repeated_blocks():
     assert not np.allclose(looped(tokens), once(tokens), atol=1e-3)
     with pytest.raises(ValueError, match="loops"):
         ModelConfig(vocab_size=9, length=8, width=32, heads=2, loops=0)
+
+
+def _maze_relations(relations="bias", heads=4, width=32, depth=1):
+    from mdm.tasks import maze
+    rel = maze.MazeTask(3).relations()
+    return maze, ModelConfig(vocab_size=maze.Layout(3).vocab_size, length=maze.Layout(3).length, width=width,
+                             depth=depth, heads=heads, relations=relations, relation_groups=rel.groups,
+                             relation_chains=rel.chains, entity_tokens=rel.entity_tokens)
+
+
+def test_relations_are_symmetric_and_the_cell_relation_follows_the_tokens():
+    maze, cfg = _maze_relations()
+    tokens = maze.generate(2, np.random.default_rng(0), 3)["tokens"]
+    masked = tokens.copy()
+    layout = maze.Layout(3)
+    masked[:, layout.prompt_len:] = cfg.mask_id
+    rel = np.asarray(cfg.relation_masks(jnp.asarray(np.concatenate([tokens, masked]))))
+    assert rel.shape == (4, 3, layout.length, layout.length)
+    assert (rel == rel.transpose(0, 1, 3, 2)).all()
+    # one edge's three tokens; the query's three; neighbouring answer slots
+    assert rel[0, 0, 0, :3].all() and not rel[0, 0, 0, 3:].any()
+    assert rel[0, 0, layout.prompt_len - 1, layout.prompt_len - 3:layout.prompt_len].all()
+    p = layout.prompt_len
+    assert rel[0, 1, p + 2, [p + 1, p + 3]].all() and rel[0, 1, p + 2].sum() == 2 and not rel[0, 1, :p].any()
+    # the same cell: exactly the positions holding the same cell token, answer slots included
+    for i in range(layout.length):
+        same = (tokens[0] == tokens[0, i]) & (tokens[0, i] >= maze.FIRST_CELL)
+        np.testing.assert_array_equal(rel[0, 2, i], same)
+    assert not rel[2, 2, p:].any() and not rel[2, 2, :, p:].any()  # masked slots name no cell
+
+
+def test_relation_biases_at_zero_equal_the_plain_model():
+    maze, cfg = _maze_relations("bias")
+    plain_cfg = ModelConfig(vocab_size=cfg.vocab_size, length=cfg.length, width=32, depth=1, heads=4)
+    with_bias, plain = Transformer(cfg, rngs=nnx.Rngs(0)), Transformer(plain_cfg, rngs=nnx.Rngs(0))
+    state = nnx.to_pure_dict(nnx.state(with_bias))
+    assert state["blocks"][0]["relation_bias"].shape == (4, 3)
+    del state["blocks"][0]["relation_bias"]
+    nnx.update(plain, state)
+    tokens = jnp.asarray(maze.generate(2, np.random.default_rng(1), 3)["tokens"])
+    np.testing.assert_allclose(with_bias(tokens), plain(tokens), atol=1e-5)
+    nnx.update(with_bias, {"blocks": {0: {"relation_bias": jnp.ones((4, 3))}}})
+    assert not np.allclose(with_bias(tokens), plain(tokens), atol=1e-3)
+
+
+def test_relation_heads_see_only_related_positions():
+    """With every head restricted (3 heads, one per relation) and one block, the first edge
+    token's logits do not move when an unrelated token changes, and do when a related one does."""
+    maze, cfg = _maze_relations("heads", heads=3, width=48)
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    tokens = maze.generate(1, np.random.default_rng(2), 3)["tokens"][0]
+    c = tokens[0]
+    unrelated = [j for j in range(3, cfg.length) if tokens[j] not in (c, cfg.mask_id)]
+    j = unrelated[0]
+    changed = tokens.copy()
+    changed[j] = next(t for t in range(maze.FIRST_CELL, cfg.vocab_size) if t not in (c, tokens[j]))
+    same_edge = tokens.copy()
+    same_edge[1] = next(t for t in range(maze.FIRST_CELL, cfg.vocab_size) if t not in (c, tokens[1]))
+    out = [np.asarray(model(jnp.asarray(t)[None]))[0, 0] for t in (tokens, changed, same_edge)]
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+    assert not np.allclose(out[0], out[2], atol=1e-4)
+    with pytest.raises(ValueError, match="a head per relation"):
+        _maze_relations("heads", heads=2)
+    with pytest.raises(ValueError, match="relations"):
+        ModelConfig(vocab_size=9, length=8, width=32, heads=2, relations="bias")

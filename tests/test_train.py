@@ -66,10 +66,13 @@ def test_tiny_model_overfits_a_tiny_batch(data_dir, optimizer):
     assert after < 0.2 * before
 
 
-@pytest.mark.parametrize("levers", [{}, {"model.positions": "structured", "model.peer_heads": 1,
-                                         "train.augment": True}], ids=["generic", "structured"])
-def test_resume_equals_uninterrupted(data_dir, tmp_path, levers):
-    config = tiny(**{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0, **levers})
+@pytest.mark.parametrize("module,levers", [
+    (sudoku_config, {}),
+    (sudoku_config, {"model.positions": "structured", "model.peer_heads": 1, "train.augment": True}),
+    (maze_config, {"model.relations": "bias", "model.loops": 2, "train.curriculum_steps": 4, "train.augment": True}),
+], ids=["generic", "structured", "maze_relations_loops_curriculum"])
+def test_resume_equals_uninterrupted(data_dir, tmp_path, module, levers):
+    config = tiny(module, **{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0, **levers})
     straight = train.train(config, str(tmp_path / "a"), progress=False)
     train.train(config, str(tmp_path / "b"), stop_at=3, progress=False)  # "interrupted" at 3
     resumed = train.train(config, str(tmp_path / "b"), progress=False)
@@ -210,6 +213,14 @@ def test_structure_on_a_task_without_it_is_one_sentence():
             validate(tiny(maze_config, **{field: value}))
     with pytest.raises(ValueError, match="peer_heads must be in"):
         validate(tiny(**{"model.peer_heads": 5}))
+    with pytest.raises(ValueError, match="the sudoku task has no relations between positions"):
+        validate(tiny(**{"model.relations": "bias"}))
+    with pytest.raises(ValueError, match=r"relations=heads needs a head per relation \(3\), not 2 heads"):
+        validate(tiny(maze_config, **{"model.relations": "heads"}))
+    with pytest.raises(ValueError, match="config.model.relations must be none, bias or heads, not 'soft'"):
+        validate(tiny(maze_config, **{"model.relations": "soft"}))
+    with pytest.raises(ValueError, match="curriculum_steps must be >= 0"):
+        validate(tiny(maze_config, **{"train.curriculum_steps": -1}))
     with pytest.raises(ValueError, match="end_lr_factor"):
         validate(tiny(**{"train.end_lr_factor": 2.0}))
     with pytest.raises(ValueError, match="config.train.optimizer must be adamw or muon, not 'sgd'"):

@@ -5,7 +5,7 @@ entry in DATASETS, and a config file.
 """
 from __future__ import annotations
 
-from mdm.tasks.base import DatasetSpec, PuzzleError, Task  # noqa: F401
+from mdm.tasks.base import DatasetSpec, PuzzleError, Relations, Task  # noqa: F401
 from mdm.tasks.maze import MazeTask
 from mdm.tasks.maze_grid import GridMazeTask
 from mdm.tasks.sudoku import SudokuTask
@@ -15,6 +15,7 @@ DATASETS = {
     "sudoku_minimal": DatasetSpec(SudokuTask(), 0, 2_000, 0, settings=(("minimal", True),), seed=1),
     "maze10": DatasetSpec(MazeTask(10), 48_000, 2_000),
     "maze5": DatasetSpec(MazeTask(5), 48_000, 2_000),
+    "maze5_nosep": DatasetSpec(MazeTask(5, sep=False), 48_000, 2_000),  # maze5's mazes, edges without SEP
     "maze5_grid": DatasetSpec(GridMazeTask(5), 48_000, 2_000),
     "maze10_grid": DatasetSpec(GridMazeTask(10), 48_000, 2_000),
 }

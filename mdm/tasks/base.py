@@ -12,6 +12,25 @@ from typing import ClassVar
 import numpy as np
 
 
+@dataclasses.dataclass(frozen=True)
+class Relations:
+    """Relations between positions that relation-aware attention sees (ModelConfig.relations).
+
+    groups: per factor, a group id per position (-1: none); i ~ j when they share the group
+    (mazes: the three tokens of one edge). chains: per chain, an index per position (-1: not
+    on it); i ~ j when their indices differ by one (mazes: neighbouring answer slots).
+    entity_tokens: token ids that name an entity; i ~ j when they hold the same such token
+    (mazes: the cell tokens; read from the current tokens, so a masked position has none).
+    """
+    groups: tuple[tuple[int, ...], ...] = ()
+    chains: tuple[tuple[int, ...], ...] = ()
+    entity_tokens: tuple[int, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.groups) + len(self.chains) + bool(self.entity_tokens)
+
+
 class PuzzleError(ValueError):
     """A puzzle a user typed or a puzzle file cannot be used; one sentence."""
 
@@ -21,6 +40,7 @@ class Task:
     """A task's format (vocabulary, length) and rules. Subclasses: SudokuTask, MazeTask."""
     name: ClassVar[str] = ""
     meta_fields: ClassVar[tuple[str, ...]] = ()  # per-example int32 fields that generate() adds
+    difficulty: ClassVar[str] = ""  # the meta field a curriculum orders by (config.train.curriculum_steps)
 
     @property
     def vocab_size(self) -> int:  # data tokens; the model adds MASK = vocab_size
@@ -60,6 +80,10 @@ class Task:
     def position_groups(self) -> tuple[tuple[int, ...], ...]:
         """Structure for the model (see ModelConfig.position_groups); () when the task has none."""
         return ()
+
+    def relations(self) -> Relations:
+        """Relations between positions for relation-aware attention; empty when the task has none."""
+        return Relations()
 
     def augment(self, tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mdm.tasks.base import Task
+from mdm.tasks.base import Relations, Task
 
 PAD, SEP, QUERY, END = 0, 1, 2, 3  # special tokens; cell c is token FIRST_CELL + c
 FIRST_CELL = 4
@@ -18,8 +18,15 @@ FIRST_CELL = 4
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Token positions for an n x n maze: edges, then query, origin, target; then the path."""
+    """Token positions for an n x n maze: edges, then query, origin, target; then the path.
+
+    sep=False writes each edge as (u, v) without the SEP token (the same information)."""
     n: int
+    sep: bool = True
+
+    @property
+    def stride(self) -> int:  # tokens per edge
+        return 3 if self.sep else 2
 
     @property
     def cells(self) -> int:
@@ -31,7 +38,7 @@ class Layout:
 
     @property
     def prompt_len(self) -> int:
-        return 3 * (self.cells - 1) + 3  # (u, v, SEP) per tree edge, QUERY, origin, target
+        return self.stride * (self.cells - 1) + 3  # (u, v[, SEP]) per tree edge, QUERY, origin, target
 
     @property
     def answer_len(self) -> int:
@@ -102,10 +109,10 @@ def tree_path(edges: list[tuple[int, int]], cells: int, origin: int, target: int
     return path[::-1]
 
 
-def generate(count: int, rng: np.random.Generator, n: int = 10) -> dict[str, np.ndarray]:
+def generate(count: int, rng: np.random.Generator, n: int = 10, sep: bool = True) -> dict[str, np.ndarray]:
     """`count` examples: tokens [count, L], answer_mask [count, L], path_len, key (a canonical
-    string of maze + query, for de-duplication)."""
-    layout = Layout(n)
+    string of maze + query, for de-duplication). The mazes do not depend on `sep`."""
+    layout = Layout(n, sep)
     tokens = np.full((count, layout.length), PAD, np.int32)
     path_len = np.zeros(count, np.int32)
     keys = []
@@ -119,7 +126,7 @@ def generate(count: int, rng: np.random.Generator, n: int = 10) -> dict[str, np.
         prompt = []
         for j in order:
             u, v = oriented[j]
-            prompt += [FIRST_CELL + u, FIRST_CELL + v, SEP]
+            prompt += [FIRST_CELL + u, FIRST_CELL + v] + [SEP] * sep
         prompt += [QUERY, FIRST_CELL + origin, FIRST_CELL + target]
         answer = [FIRST_CELL + c for c in path] + [END]
         tokens[i, :layout.prompt_len] = prompt
@@ -135,16 +142,16 @@ def generate(count: int, rng: np.random.Generator, n: int = 10) -> dict[str, np.
 
 # ----------------------------------------------------------------------------- decoding
 
-def parse(tokens: np.ndarray, n: int) -> tuple[set, int, int, list[int] | None]:
+def parse(tokens: np.ndarray, n: int, sep: bool = True) -> tuple[set, int, int, list[int] | None]:
     """One sequence -> (edge set, origin, target, path cells or None if malformed).
 
     A well-formed answer is cell tokens, then END, then only PAD.
     """
-    layout = Layout(n)
+    layout = Layout(n, sep)
     tokens = np.asarray(tokens)
     prompt = tokens[:layout.prompt_len]
-    edge_tokens = prompt[:3 * (layout.cells - 1)].reshape(-1, 3) - FIRST_CELL
-    edges = {frozenset((int(u), int(v))) for u, v, _ in edge_tokens}
+    edge_tokens = prompt[:layout.stride * (layout.cells - 1)].reshape(-1, layout.stride)[:, :2] - FIRST_CELL
+    edges = {frozenset((int(u), int(v))) for u, v in edge_tokens}
     origin, target = int(prompt[-2]) - FIRST_CELL, int(prompt[-1]) - FIRST_CELL
     answer = tokens[layout.prompt_len:]
     ends = np.flatnonzero(answer == END)
@@ -156,22 +163,22 @@ def parse(tokens: np.ndarray, n: int) -> tuple[set, int, int, list[int] | None]:
     return edges, origin, target, [int(t) - FIRST_CELL for t in body]
 
 
-def is_valid_path(tokens: np.ndarray, n: int) -> np.ndarray:
+def is_valid_path(tokens: np.ndarray, n: int, sep: bool = True) -> np.ndarray:
     """[N] bool: the answer path starts at the origin, ends at the target, every step is an
     edge of the maze and no cell repeats (in a tree: the unique solution)."""
     tokens = np.atleast_2d(tokens)
     out = np.zeros(len(tokens), bool)
     for i, row in enumerate(tokens):
-        edges, origin, target, path = parse(row, n)
+        edges, origin, target, path = parse(row, n, sep)
         out[i] = (path is not None and len(path) > 0 and path[0] == origin
                   and path[-1] == target and len(set(path)) == len(path)
                   and all(frozenset(step) in edges for step in zip(path[:-1], path[1:])))
     return out
 
 
-def draw(tokens: np.ndarray, n: int) -> str:
+def draw(tokens: np.ndarray, n: int, sep: bool = True) -> str:
     """ASCII drawing of the maze with the answer's path ('o' origin, 'x' target, '*' path)."""
-    edges, origin, target, path = parse(tokens, n)
+    edges, origin, target, path = parse(tokens, n, sep)
     on_path = set(path or [])
     rows = ["+" + "---+" * n]
     for r in range(n):
@@ -202,24 +209,24 @@ def lattice_symmetries(n: int) -> np.ndarray:
     return np.stack(maps)
 
 
-def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int,
+            sep: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per row: a random lattice symmetry relabels every cell, and the edge list is shuffled
     and each edge's ends swapped at random. The path (answer) stays the maze's unique path."""
-    layout = Layout(n)
-    count, edges = len(tokens), layout.cells - 1
+    layout = Layout(n, sep)
+    count, edges, stride = len(tokens), layout.cells - 1, layout.stride
     symmetry_NxC = lattice_symmetries(n)[rng.integers(8, size=count)]
     is_cell = tokens >= FIRST_CELL
     cell = np.where(is_cell, tokens - FIRST_CELL, 0)
     out = np.where(is_cell, np.take_along_axis(symmetry_NxC, cell, 1) + FIRST_CELL, tokens)
-    triples_NxEx3 = out[:, :3 * edges].reshape(count, edges, 3)
+    triples_NxEx3 = out[:, :stride * edges].reshape(count, edges, stride)
     order_NxE = np.argsort(rng.random((count, edges)), 1)
     triples_NxEx3 = np.take_along_axis(triples_NxEx3, order_NxE[:, :, None], 1)
     swap_NxE = rng.random((count, edges)) < 0.5
     u, v = triples_NxEx3[:, :, 0].copy(), triples_NxEx3[:, :, 1].copy()
     triples_NxEx3[:, :, 0] = np.where(swap_NxE, v, u)
     triples_NxEx3[:, :, 1] = np.where(swap_NxE, u, v)
-    out[:, :3 * edges] = triples_NxEx3.reshape(count, -1)
+    out[:, :stride * edges] = triples_NxEx3.reshape(count, -1)
     return out.astype(tokens.dtype), answer_mask.copy()
 
 
@@ -229,29 +236,43 @@ def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generato
 class MazeTask(Task):
     """Shortest (= unique) path in an n x n DFS maze: the prompt lists the edges and the query."""
     n: int = 10
+    sep: bool = True
     name: ClassVar[str] = "maze"
     meta_fields: ClassVar[tuple[str, ...]] = ("path_len",)
+    difficulty: ClassVar[str] = "path_len"
 
     @property
     def vocab_size(self) -> int:
-        return Layout(self.n).vocab_size
+        return Layout(self.n, self.sep).vocab_size
 
     @property
     def length(self) -> int:
-        return Layout(self.n).length
+        return Layout(self.n, self.sep).length
 
     def generate(self, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return generate(size, rng, n=self.n)
+        return generate(size, rng, n=self.n, sep=self.sep)
 
     def solved(self, tokens, reference, answer_mask) -> np.ndarray:
-        return is_valid_path(tokens, self.n)
+        return is_valid_path(tokens, self.n, self.sep)
 
     def answer_path_length(self, tokens: np.ndarray) -> np.ndarray:
-        out = [parse(row, self.n)[3] for row in np.atleast_2d(tokens)]
+        out = [parse(row, self.n, self.sep)[3] for row in np.atleast_2d(tokens)]
         return np.array([-1 if p is None else len(p) for p in out])
 
+    def relations(self) -> Relations:
+        """The tokens of one edge (and the query's three), neighbouring answer slots, one cell's tokens."""
+        layout = Layout(self.n, self.sep)
+        edge_len = layout.stride * (layout.cells - 1)
+        group = np.full(layout.length, -1)
+        group[:edge_len] = np.arange(edge_len) // layout.stride
+        group[edge_len:layout.prompt_len] = layout.cells - 1  # QUERY, origin, target
+        slot = np.full(layout.length, -1)
+        slot[layout.prompt_len:] = np.arange(layout.answer_len)
+        return Relations(groups=(tuple(group.tolist()),), chains=(tuple(slot.tolist()),),
+                         entity_tokens=tuple(range(FIRST_CELL, layout.vocab_size)))
+
     def augment(self, tokens, answer_mask, rng):
-        return augment(tokens, answer_mask, rng, self.n)
+        return augment(tokens, answer_mask, rng, self.n, self.sep)
 
     def render(self, tokens, answer_mask, fill_step) -> str:
-        return draw(tokens, self.n)
+        return draw(tokens, self.n, self.sep)

@@ -197,6 +197,7 @@ class GridMazeTask(Task):
     n: int = 10
     name: ClassVar[str] = "maze_grid"
     meta_fields: ClassVar[tuple[str, ...]] = ("path_len",)
+    difficulty: ClassVar[str] = "path_len"
 
     @property
     def vocab_size(self) -> int:

@@ -433,6 +433,7 @@ class SudokuTask(Task):
     """9x9 Sudoku: tokens are the solution's digits - 1, answer positions are the blank cells."""
     name: ClassVar[str] = "sudoku"
     meta_fields: ClassVar[tuple[str, ...]] = ("clues", "singles_depth")
+    difficulty: ClassVar[str] = "singles_depth"
 
     @property
     def vocab_size(self) -> int:
