@@ -54,7 +54,11 @@ MAZE = {  # issue 21's levers for the paper's format (5x5)
     "relation_heads": {"model.relations": "heads"},
     "relation_heads_loops3": {"model.relations": "heads", "model.loops": 3},
     "relation_heads_rotary": {"model.relations": "heads", "model.positions": "rotary"},
+    "relation_heads_no_sep": {"model.relations": "heads", "data.name": "maze5_nosep"},
     "no_sep": {"data.name": "maze5_nosep"},
+    # a curriculum over path length for the first half of the variant's steps
+    "curriculum": {"train.curriculum_steps": 0.5},
+    "relation_heads_curriculum": {"model.relations": "heads", "train.curriculum_steps": 0.5},
 }
 TASKS = {"sudoku": (sudoku_config, SUDOKU), "maze": (maze_config, MAZE)}
 VARIANTS = SUDOKU  # the default task's
@@ -64,7 +68,7 @@ def configure(overrides: dict, steps: int, task: str = "sudoku"):
     config = TASKS[task][0].get_config("quick")
     for key, value in overrides.items():
         section, field = key.split(".")
-        config[section][field] = value
+        config[section][field] = int(value * steps) if key == "train.curriculum_steps" else value  # a share
     config.train.update(steps=steps, warmup_steps=min(config.train.warmup_steps, steps // 10))
     config.eval.update(every=steps, sample_examples=0)
     config.checkpoint.every = steps
