@@ -25,9 +25,13 @@ def get_config(preset: str = "quick"):
     apply_preset(c, preset, "configs/maze.py")
     if preset in ("quick", "cpu"):
         c.train.augment = True
-    if preset == "cpu":  # the levers that measured best at equal wall clock (docs/experiments.md)
+    if preset in ("quick", "cpu"):  # the levers that measured best at equal wall clock (docs/experiments.md)
         c.data.name = "maze5_nosep"
         c.model.relations = "heads"
-        c.train.update(steps=8000)
-        c.eval.every = 4000
+    if preset == "quick":
+        c.train.steps = c.eval.every = 2800
+        c.checkpoint.every = 700
+    elif preset == "cpu":
+        c.train.steps = 10_000
+        c.eval.every = 5000
     return c
