@@ -1,17 +1,22 @@
 """Mazes in the paper's format (an edge list, the query, the path as cell tokens): presets quick and cpu (5x5, 2-core CPU), paper (10x10, GPU/TPU), tiny (tests).
 
-quick and cpu: learned positions, a random lattice symmetry of every maze with its edge list
-reshuffled. paper: the paper's generic setting (no augmentation). configs/maze_grid.py writes
-the same mazes one token per cell, which a small model does learn. Measured on a 2-core
-x86_64 CPU, data generated; top-1 on the 2,000 test mazes (python sample.py --workdir
-runs/<name> --sampler topk --k 1 --batch_size 256).
+quick and cpu: learned positions, the edge list without SEP tokens (data maze5_nosep),
+relation heads (model.relations="heads": each head attends along one of the task's relations,
+docs/experiments.md), a random lattice symmetry of every maze with its edge list reshuffled.
+paper: the paper's generic setting (no augmentation, SEP tokens, plain heads).
+configs/maze_grid.py writes the same mazes one token per cell. Measured on a 2-core x86_64 CPU
+under mimalloc, alone (/usr/bin/time -v; the cpu run includes generating the data); solve rates
+on the 2,000 test mazes (python sample.py --workdir runs/<name> --gamma 0,0.001,0.01,0.1,0.3,1
+--batch_size 256), gamma chosen with --split validation --examples 500 (docs/results.md).
 
   python train.py --config configs/maze.py:quick --workdir runs/maze5_quick
-      5x5 mazes (sequence length 101), 0.8M parameters, 1,300 steps x 64 = 83,200 examples:
-      13 min 55 s at 1.69 steps/s (glibc's malloc); top-1 21.9%. Shipped as pretrained/maze5_quick.
+      5x5 mazes (sequence length 77), 0.8M parameters, 2,800 steps x 64 = 179,200 examples:
+      11 min 28 s at 4.28 steps/s; top-1 38.6% at 26 model calls, EB gamma=0.001 (chosen on 500
+      validation mazes) 38.4% at 19.4.
   python train.py --config configs/maze.py:cpu --workdir runs/maze5_cpu
-      5x5 mazes, 4,500 steps x 64 = 288,000 examples: 42 min 32 s at 1.84 steps/s (glibc's
-      malloc); top-1 23.1%.
+      5x5 mazes, 10,000 steps x 64 = 640,000 examples: 38 min 36 s at 4.48 steps/s;
+      top-1 75.9% at 26 model calls, EB gamma=0.01 (chosen on 500 validation mazes) 75.0% at
+      7.56. Shipped as pretrained/maze5_cpu.
   python train.py --config configs/maze.py:paper --workdir runs/maze10
       10x10 mazes (sequence length 401), 6.5M parameters, global batch 1,024 x 12,500 steps =
       12.8M examples, learning rate 1e-3; for a GPU/TPU; not yet measured.
@@ -25,7 +30,7 @@ def get_config(preset: str = "quick"):
     apply_preset(c, preset, "configs/maze.py")
     if preset in ("quick", "cpu"):
         c.train.augment = True
-    if preset in ("quick", "cpu"):  # the levers that measured best at equal wall clock (docs/experiments.md)
+        # The levers that measured best at equal wall clock (docs/experiments.md):
         c.data.name = "maze5_nosep"
         c.model.relations = "heads"
     if preset == "quick":
