@@ -7,9 +7,9 @@ under mimalloc, data generated, time by /usr/bin/time (evals included), steps/s 
 the logged values.
 
   python train.py --config configs/maze_grid.py:quick --workdir runs/maze5_grid_quick
-      5x5 (sequence length 50), 0.8M parameters, 3,000 steps x 64 = 192,000 examples: 10 min
-      59 s at 4.83 steps/s; on the 2,000 test mazes top-1 100.0% at 25 model calls, EB 99.8% at
-      3.50 mean calls with gamma=0.001, chosen on the validation split (python sample.py
+      5x5 (sequence length 50), 0.8M parameters, 3,000 steps x 64 = 192,000 examples: 8 min
+      18 s at 6.40 steps/s; on the 2,000 test mazes top-1 100.0% at 25 model calls, EB 99.5% at
+      3.28 mean calls with gamma=0.001, chosen on the validation split (python sample.py
       --workdir runs/maze5_grid_quick --gamma 0,0.001,0.01,0.1,1 --batch_size 256).
   python train.py --config configs/maze_grid.py:cpu --workdir runs/maze10_grid_cpu
       10x10 (sequence length 200), 0.9M parameters, 2,400 steps x 64 = 153,600 examples:
