@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from mdm import tasks
+from mdm import distributed, tasks
 
 
 
@@ -183,7 +183,8 @@ def load_for(config, split: str) -> Split:
     """`split` of the data set a train config names (config.data: name, data_dir, sizes)."""
     fields = ("train_size", "test_size", "validation_size")
     sizes = {k: (None if config.data.get(k, -1) == -1 else config.data[k]) for k in fields}
-    return load(config.data.name, split, config.data.data_dir or None, **sizes)
+    with distributed.primary_first(f"data_{split}"):  # several processes: process 0 generates
+        return load(config.data.name, split, config.data.data_dir or None, **sizes)
 
 
 # ----------------------------------------------------------------------------- batches

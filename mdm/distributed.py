@@ -6,6 +6,7 @@ itself; otherwise it is one process, as before.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -55,6 +56,22 @@ def barrier(name: str, timeout_s: float = 600.0) -> None:
 
     _BARRIERS[0] += 1  # a barrier id can be waited on once
     jax_distributed.global_state.client.wait_at_barrier(f"mdm_{name}_{_BARRIERS[0]}", int(timeout_s * 1000))
+
+
+@contextlib.contextmanager
+def primary_first(name: str, timeout_s: float = 4 * 3600.0):
+    """Process 0 runs the block first, the others after it: e.g. process 0 generates a data set
+    that is missing and the others then read it (several processes writing one TFDS folder at
+    once collide). Nothing for a single process."""
+    import jax
+
+    if jax.process_count() > 1 and not is_primary():
+        barrier(name, timeout_s)
+    try:
+        yield
+    finally:
+        if jax.process_count() > 1 and is_primary():
+            barrier(name, timeout_s)
 
 
 def is_primary() -> bool:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pathlib
 import signal
+import tempfile
 import time
 from typing import Any
 
@@ -213,7 +215,6 @@ class _WorkdirLock:
 
     def __enter__(self):
         import fcntl
-        import os
 
         self.file = open(self.path, "a+")
         try:
@@ -238,9 +239,10 @@ def _prepare_workdir(workdir: str) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of its own: every process of a multi-process run checks the same folder at once
+        handle, probe = tempfile.mkstemp(prefix=".write_test", dir=path)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as e:
         raise TrainingError(f"cannot write to workdir {workdir}: {e.strerror}") from None
     return path

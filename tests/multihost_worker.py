@@ -1,7 +1,7 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
-    python tests/multihost_worker.py train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
-Each process has 2 fake CPU devices; it trains the tiny Sudoku config (augmented: each process
+    python tests/multihost_worker.py data|train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+Each process has 2 fake CPU devices; it reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented: each process
 draws only its slice's symmetries), or samples its test split, and saves what it holds to
 OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
 step it stopped at to OUT/preempt_<process_id>.txt.
@@ -29,6 +29,8 @@ SAMPLER = dict(rule="eb", gamma=0.5, temperature=1.0)  # random draws: keys must
 
 def main():
     mode, port, pid, nproc, workdir, out = sys.argv[1:]
+    import faulthandler
+    faulthandler.dump_traceback_later(150, repeat=True)  # a hang shows where each thread waits
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before jax starts
     import jax
     import numpy as np
@@ -43,6 +45,10 @@ def main():
         config.eval.every = config.checkpoint.every = 100_000
         state = train.train(config, workdir, progress=False)
         (pathlib.Path(out) / f"preempt_{pid}.txt").write_text(str(int(state.step)))
+        return
+    if mode == "data":  # the data set is missing: both processes ask for it at once
+        split = data.load_for(tiny_config(), "validation")
+        np.savez(pathlib.Path(out) / f"data_{pid}.npz", split.tokens)
         return
     if mode == "train":
         state = train.train(tiny_config(), workdir, progress=False)

@@ -24,19 +24,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_two(mode: str, workdir, out) -> list[subprocess.Popen]:
+def _start_two(mode: str, workdir, out, **env_vars) -> list[subprocess.Popen]:
     port = _free_port()
-    env = dict(os.environ, WANDB_MODE="disabled")
+    env = dict(os.environ, WANDB_MODE="disabled", **env_vars)
     return [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), mode, str(port),
                               str(i), "2", str(workdir), str(out)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
 
 
-def _run_two(mode: str, workdir, out) -> None:
-    procs = _start_two(mode, workdir, out)
+def _run_two(mode: str, workdir, out, **env_vars) -> None:
+    procs = _start_two(mode, workdir, out, **env_vars)
     logs = [p.communicate(timeout=400)[0] for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+    assert all(p.returncode == 0 for p in procs), "\n".join(
+        f"--- process {i} (exit {p.returncode}):\n{log[-6000:]}" for i, (p, log) in enumerate(zip(procs, logs)))
 
 
 def _load(path) -> list[np.ndarray]:
@@ -69,6 +69,15 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
         tokens, nfe, fill_step = _load(out / f"sample_{pid}.npz")
         assert (tokens == alone["tokens"]).all() and (nfe == alone["nfe"]).all()
         assert (fill_step == alone["fill_step"]).all()
+
+
+def test_two_processes_generate_a_missing_data_set_once_and_read_the_same(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    _run_two("data", tmp_path / "run", out, MDM_DATA_DIR=str(tmp_path / "fresh_data"))
+    first, second = _load(out / "data_0.npz")[0], _load(out / "data_1.npz")[0]
+    assert len(first) > 0 and np.array_equal(first, second)
+    assert not list((tmp_path / "fresh_data").rglob("*incomplete*"))  # no half-written copy left
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(data_dir, tmp_path):

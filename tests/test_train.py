@@ -234,6 +234,19 @@ def test_unwritable_workdir(tmp_path):
         train.train(tiny(), str(blocker / "run"), progress=False)
 
 
+def test_processes_preparing_one_workdir_at_once_all_succeed(tmp_path):
+    """Every process of a multi-process run checks that the shared workdir is writable: the
+    checks must not trip over each other (one process removing another's probe file failed
+    a 2-process run with 'cannot write to workdir ... No such file or directory')."""
+    import concurrent.futures
+
+    workdir = str(tmp_path / "run")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: train._prepare_workdir(workdir), range(400)))
+    assert all(r == pathlib.Path(workdir) for r in results)
+    assert list(pathlib.Path(workdir).iterdir()) == []  # no probe left behind
+
+
 def test_nonfinite_loss_stops_with_a_clear_message(data_dir, tmp_path):
     config = tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30, "train.steps": 8, "train.log_every": 1,
                      "eval.sample_examples": 0, "checkpoint.every": 100})
