@@ -45,9 +45,8 @@ _BARRIERS = [0]
 
 def barrier(name: str, timeout_s: float = 600.0) -> None:
     """Waits until every process reaches this point, through the coordination service (no
-    device collective). gloo gives a collective's first context set-up only 30 s, so a process
-    that starts (imports, loads data) much later than another would time out the first
-    collective; a barrier just before it lines them up. Nothing for a single process."""
+    device collective; every process must call the same barriers in the same order). Nothing
+    for a single process."""
     import jax
 
     if jax.process_count() == 1:
@@ -56,6 +55,27 @@ def barrier(name: str, timeout_s: float = 600.0) -> None:
 
     _BARRIERS[0] += 1  # a barrier id can be waited on once
     jax_distributed.global_state.client.wait_at_barrier(f"mdm_{name}_{_BARRIERS[0]}", int(timeout_s * 1000))
+
+
+def connect(mesh) -> None:
+    """Opens the collectives' connections between the processes now, with the processes lined
+    up by a barrier. On CPU (gloo) that set-up gets 30 s, and a run's first collective would
+    otherwise come after each process compiled its programs, which under load can be further
+    apart than that; once open, a collective waits for its peers as long as it takes. Nothing
+    for a single process."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if jax.process_count() == 1:
+        return
+    spread = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))  # one row per device
+    ones = jax.make_array_from_process_local_data(spread, np.ones(len(mesh.local_devices), np.int32))
+    count = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec())).lower(ones).compile()
+    barrier("connect")  # compiled before, so every process starts the collective within moments
+    if int(count(ones)) != mesh.devices.size:
+        raise RuntimeError(f"the processes' first collective counted {int(count(ones))} devices, "
+                           f"not {mesh.devices.size}")
 
 
 @contextlib.contextmanager
@@ -94,6 +114,9 @@ def gather_rows(local: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
 
     if jax.process_count() == 1:
         return local
+    # Processes finish their shares at different times (EB's model calls vary per example),
+    # maybe far apart: line them up before the gather, the sampling run's only collective.
+    barrier("gather", timeout_s=4 * 3600.0)
     per = -(-n // jax.process_count())
     padded = {k: np.concatenate([v, np.zeros((per - len(v),) + v.shape[1:], v.dtype)]) for k, v in local.items()}
     gathered = multihost_utils.process_allgather(padded)  # [processes, per, ...]

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mdm import accelerators, allocator, checkpoint, data, diffusion, metrics
 from mdm.config import OPTIMIZERS, validate
-from mdm.distributed import barrier, is_primary
+from mdm.distributed import connect, is_primary
 from mdm.model import Forward, ModelConfig, Transformer, abstract_params, count_params, model_config
 
 
@@ -302,7 +302,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     cfg = model_config(config, task)
     tx = make_optimizer(config)
 
-    barrier("train_start")  # the checkpointer's set-up is the run's first collective
+    connect(mesh)  # before the checkpointer's set-up and the first step: the run's collectives
     ckpt = checkpoint.Checkpointer(workdir_path, keep=config.checkpoint.keep)
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))

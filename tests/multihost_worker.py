@@ -1,7 +1,7 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
-    python tests/multihost_worker.py data|train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
-Each process has 2 fake CPU devices; it reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented: each process
+    python tests/multihost_worker.py skew|data|train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`), reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented: each process
 draws only its slice's symmetries), or samples its test split, and saves what it holds to
 OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
 step it stopped at to OUT/preempt_<process_id>.txt.
@@ -45,6 +45,20 @@ def main():
         config.eval.every = config.checkpoint.every = 100_000
         state = train.train(config, workdir, progress=False)
         (pathlib.Path(out) / f"preempt_{pid}.txt").write_text(str(int(state.step)))
+        return
+    if mode == "skew":  # the processes reach their first real collective 35 s apart
+        import time
+
+        import jax.numpy as jnp
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        mesh = train.make_mesh()
+        distributed.connect(mesh)
+        rows = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.full((2, 3), int(pid) + 1.0))
+        mean = jax.jit(lambda x: x.mean(0), out_shardings=NamedSharding(mesh, P()))
+        if pid == "0":
+            time.sleep(35)  # more than the 30 s gloo gives a first collective's set-up
+        np.savez(pathlib.Path(out) / f"skew_{pid}.npz", np.asarray(mean(rows)))
         return
     if mode == "data":  # the data set is missing: both processes ask for it at once
         split = data.load_for(tiny_config(), "validation")

@@ -71,6 +71,17 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
         assert (fill_step == alone["fill_step"]).all()
 
 
+def test_processes_far_apart_at_their_first_collective_wait_for_each_other(tmp_path):
+    """Compiling a step can take one loaded process much longer than another: after
+    distributed.connect the first real collective waits (without it gloo's 30 s set-up limit
+    failed the run)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _run_two("skew", tmp_path / "run", out)
+    for pid in range(2):  # rows of 1s from process 0 and 2s from process 1
+        np.testing.assert_allclose(_load(out / f"skew_{pid}.npz")[0], 1.5)
+
+
 def test_two_processes_generate_a_missing_data_set_once_and_read_the_same(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
