@@ -208,9 +208,9 @@ def test_bound_table_counts_clean_steps_per_setting():
 
 
 def test_paired_interval_and_mcnemar_against_a_hand_computation():
-    """100 examples, A alone solves 10, B alone 2. Discordant m = 12, A's share 10/12; its
-    Clopper-Pearson interval (0.5159, 0.9791) (tables; a binomial with n = 12) maps to
-    (12/100)(2 pi - 1) = (0.0038, 0.1150); McNemar's exact p = 2 P(X <= 2 | 12, 1/2) = 0.03857."""
+    """100 examples, A alone solves 10, B alone 2. Bonett-Price: p = 11/102, q = 3/102,
+    p - q = 0.078431, half width 1.959964 sqrt((14/102 - 0.078431^2) / 102) = 0.070268, so
+    (0.0082, 0.1487); McNemar's exact p = 2 P(X <= 2 | 12, 1/2) = 0.03857."""
     a = np.zeros(100, bool)
     b = np.zeros(100, bool)
     a[:50] = b[:50] = True  # both
@@ -219,14 +219,33 @@ def test_paired_interval_and_mcnemar_against_a_hand_computation():
     p = stats.paired(a, b)
     assert (p["only_a"], p["only_b"], p["examples"]) == (10, 2, 100)
     assert p["difference"] == pytest.approx(0.08)
-    assert p["low"] == pytest.approx(0.12 * (2 * 0.5159 - 1), abs=2e-4)
-    assert p["high"] == pytest.approx(0.12 * (2 * 0.9791 - 1), abs=2e-4)
+    assert p["low"] == pytest.approx(0.0082, abs=1e-4)
+    assert p["high"] == pytest.approx(0.1487, abs=1e-4)
     assert p["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 4096, rel=1e-9)
     assert stats.clopper_pearson(0, 10) == pytest.approx((0.0, 1 - 0.025 ** 0.1))
-    same = stats.paired(a, a)
-    assert same["p_value"] == 1.0 and same["low"] == same["high"] == 0.0
+    same = stats.paired(a, a)  # no discordant example: the difference is 0, known to about +-2%
+    assert same["p_value"] == 1.0 and same["low"] == pytest.approx(-same["high"]) and 0.01 < same["high"] < 0.03
     with pytest.raises(ValueError, match="same examples"):
         stats.paired(a, b[:50])
+
+
+@pytest.mark.parametrize("only_a,only_b,n", [(0.0, 0.02, 300), (0.0, 0.005, 2000), (0.01, 0.03, 300),
+                                             (0.05, 0.05, 100), (0.0, 0.2, 100)])
+def test_paired_interval_covers_the_true_difference_about_95_percent(only_a, only_b, n):
+    """Simulated comparisons with known rates of A-only and B-only solves. Where all
+    discordant examples go one way (the common case: EB against top-1) an interval conditional
+    on their number covered the truth about half the time, its one end pinned to the estimate."""
+    rng = np.random.default_rng(0)
+    covered = []
+    for counts in rng.multinomial(n, [only_a, only_b, 1 - only_a - only_b], size=1000):
+        a, b = np.zeros(n, bool), np.zeros(n, bool)
+        a[:counts[0]] = True
+        b[counts[0]:counts[0] + counts[1]] = True
+        p = stats.paired(a, b)
+        covered.append(p["low"] <= only_a - only_b <= p["high"])
+        if counts[0] == 0 < counts[1]:
+            assert p["low"] < p["difference"]  # nothing pins the interval's end to the estimate
+    assert 0.91 <= np.mean(covered) <= 0.99
 
 
 def _dependence_case():
