@@ -13,7 +13,7 @@ from mdm import stats
 
 def versus_top1(r: dict) -> str:
     """'+3/-11, -0.4 [-0.9, +0.1]': examples only this setting / only top-1 solves, and the
-    difference of solve rates in points with its exact 95% interval (same examples)."""
+    difference of solve rates in points with its 95% interval (same examples; stats.paired)."""
     if "only_setting" not in r:
         return ""
     return (f"+{r['only_setting']}/-{r['only_top1']}, {100 * r['difference']:+.1f} "
@@ -85,7 +85,7 @@ def _head(rows, summary, bound_table, study, n_examples, dependence, calibration
                        {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}", "aup": "{:.1f}",
                         "best_mean_nfe": "{:.2f}", "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
              "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
-             "of solve rates in points with its exact 95% interval, on the same examples. aup: accuracy "
+             "of solve rates in points with its 95% interval, on the same examples. aup: accuracy "
              "under parallelism, the area under solve rate (percent, weighted against drops from the best) "
              "against answer tokens per model call, d3LLM's definition.)\n"
              "\n![frontier](frontier.png)\n\n## Every setting\n",

@@ -73,8 +73,13 @@ def paired(solved_a: np.ndarray, solved_b: np.ndarray, level: float = 0.95) -> d
     a, b = np.asarray(solved_a, bool), np.asarray(solved_b, bool)
     if a.shape != b.shape:
         raise ValueError(f"paired comparison needs the same examples: {a.shape} vs {b.shape}")
-    n = a.size
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    return paired_counts(int((a & ~b).sum()), int((~a & b).sum()), a.size, level)
+
+
+def paired_counts(only_a: int, only_b: int, n: int, level: float = 0.95) -> dict:
+    """`paired` from the counts alone: examples only A solves, only B solves, and all."""
+    if not 0 <= only_a + only_b <= n or min(only_a, only_b) < 0:
+        raise ValueError(f"counts {only_a} and {only_b} do not fit {n} examples")
     m = only_a + only_b
     z = _normal_quantile(0.5 + level / 2)
     p, q = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
@@ -297,3 +302,22 @@ def parallel_limit(out: dict, split, setting: str) -> dict:
     else:  # external puzzles carry neither
         limit["mean_nfe"] = float(nfe.mean())
     return limit
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m mdm.stats ONLY_A ONLY_B EXAMPLES: the difference and its 95% interval, in points."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        p = paired_counts(*(int(x) for x in args)) if len(args) == 3 else None
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if p is None:
+        sys.exit("usage: python -m mdm.stats ONLY_A ONLY_B EXAMPLES (examples only A solves, only B, all)")
+    print(f"+{p['only_a']}/-{p['only_b']} of {p['examples']}: {100 * p['difference']:+.1f} points, "
+          f"95% interval [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}], McNemar p = {p['p_value']:.3g}")
+
+
+if __name__ == "__main__":
+    main()

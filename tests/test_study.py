@@ -1,4 +1,6 @@
 import csv
+import pathlib
+import subprocess
 import sys
 
 import jax
@@ -9,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from mdm import data, sampling, stats, study, train
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, ".")
 from configs import maze_grid as maze_grid_config, study as study_config, sudoku as sudoku_config  # noqa: E402
 
@@ -227,6 +230,16 @@ def test_paired_interval_and_mcnemar_against_a_hand_computation():
     assert same["p_value"] == 1.0 and same["low"] == pytest.approx(-same["high"]) and 0.01 < same["high"] < 0.03
     with pytest.raises(ValueError, match="same examples"):
         stats.paired(a, b[:50])
+    assert stats.paired_counts(10, 2, 100) == p
+
+
+def test_paired_interval_from_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "mdm.stats", "10", "2", "100"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0 and "+10/-2 of 100: +8.0 points, 95% interval [+0.8, +14.9]" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "mdm.stats", "10", "95", "100"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert bad.returncode != 0 and "do not fit 100 examples" in bad.stderr
 
 
 @pytest.mark.parametrize("only_a,only_b,n", [(0.0, 0.02, 300), (0.0, 0.005, 2000), (0.01, 0.03, 300),
