@@ -53,11 +53,19 @@ def format_path_diagnostics(name: str, diag: dict) -> str:
             f"{diag['failures']} failures give a path of the wrong length")
 
 
+def _cell(value, fmt: str) -> str:
+    """A value as its format shows it; '-' where there is none (None, NaN: e.g. no setting of a
+    rule keeps the target, or no wrong token to take a share of)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return fmt.format(value)
+
+
 def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
     formats = formats or {}
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(formats.get(c, "{}").format(r[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(r[c], formats.get(c, "{}")) for c in columns) + " |")
     return "\n".join(lines)
 
 

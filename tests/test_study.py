@@ -345,3 +345,10 @@ def test_wall_speedup_is_the_median_of_interleaved_repeats(monkeypatch):
     assert calls == ["topk k=1 (confidence)", "eb gamma=0.5 (confidence)"] * 4
     assert rows[0]["wall_speedup"] == pytest.approx(2.5) and rows[0]["wall_s"] == pytest.approx(4.0)
     assert rows[0]["wall_repeats"] == 3
+
+
+def test_report_tables_show_a_dash_where_there_is_no_value():
+    from mdm import report
+
+    table = report._md_table([{"a": float("nan"), "b": None, "c": 0.5}], ["a", "b", "c"], {"a": "{:.1%}", "c": "{:.0%}"})
+    assert table.splitlines()[-1] == "| - | - | 50% |"
