@@ -73,9 +73,9 @@ def connect(mesh) -> None:
     ones = jax.make_array_from_process_local_data(spread, np.ones(len(mesh.local_devices), np.int32))
     count = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec())).lower(ones).compile()
     barrier("connect")  # compiled before, so every process starts the collective within moments
-    if int(count(ones)) != mesh.devices.size:
-        raise RuntimeError(f"the processes' first collective counted {int(count(ones))} devices, "
-                           f"not {mesh.devices.size}")
+    counted = int(count(ones))
+    if counted != mesh.devices.size:
+        raise RuntimeError(f"the processes' first collective counted {counted} devices, not {mesh.devices.size}")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ data splits and tables. No model calls, no files, no plotting (mdm/report.py dra
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
@@ -43,22 +44,6 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion k / n, by bisection."""
-    if n == 0:
-        return 0.0, 1.0
-    target = (1 - level) / 2
-
-    def upper(successes: int) -> float:  # the p with P(X <= successes; n, p) = target
-        lo, hi = 0.0, 1.0
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if _binom_cdf(successes, n, mid) > target else (lo, mid)
-        return (lo + hi) / 2
-
-    return (0.0 if k == 0 else 1 - upper(n - k)), (1.0 if k == n else upper(k))
-
-
 def paired(solved_a: np.ndarray, solved_b: np.ndarray, level: float = 0.95) -> dict:
     """A against B on the same examples: the discordant counts, the difference of solve rates
     (A - B), a 95% interval on it and McNemar's exact two-sided p-value.
@@ -81,22 +66,13 @@ def paired_counts(only_a: int, only_b: int, n: int, level: float = 0.95) -> dict
     if not 0 <= only_a + only_b <= n or min(only_a, only_b) < 0:
         raise ValueError(f"counts {only_a} and {only_b} do not fit {n} examples")
     m = only_a + only_b
-    z = _normal_quantile(0.5 + level / 2)
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
     p, q = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
     half = z * math.sqrt(max(p + q - (p - q) ** 2, 0.0) / (n + 2))
     p_value = 1.0 if m == 0 else min(1.0, 2 * _binom_cdf(min(only_a, only_b), m, 0.5))
     return {"examples": n, "only_a": only_a, "only_b": only_b,
             "difference": (only_a - only_b) / max(n, 1),
             "low": max(-1.0, p - q - half), "high": min(1.0, p - q + half), "p_value": p_value}
-
-
-def _normal_quantile(x: float) -> float:
-    """The standard normal's x-quantile, by bisection on erf (1.959964 for 0.975)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < x else (lo, mid)
-    return (lo + hi) / 2
 
 
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
