@@ -1,8 +1,9 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
     python tests/multihost_worker.py skew|data|train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
-Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`), reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented: each process
-draws only its slice's symmetries), or samples its test split, and saves what it holds to
+Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`),
+reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented:
+each process draws only its slice's symmetries), or samples its test split, and saves what it holds to
 OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
 step it stopped at to OUT/preempt_<process_id>.txt.
 """
