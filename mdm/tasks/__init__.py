@@ -9,6 +9,7 @@ from mdm.tasks.base import DatasetSpec, PuzzleError, Relations, Task  # noqa: F4
 from mdm.tasks.maze import MazeTask
 from mdm.tasks.maze_grid import GridMazeTask
 from mdm.tasks.sudoku import SudokuTask
+from mdm.tasks.text import TextTask
 
 DATASETS = {
     "sudoku": DatasetSpec(SudokuTask(), 48_000, 2_000, settings=(("clues", 30),)),
@@ -18,4 +19,6 @@ DATASETS = {
     "maze5_nosep": DatasetSpec(MazeTask(5, sep=False), 48_000, 2_000),  # maze5's mazes, edges without SEP
     "maze5_grid": DatasetSpec(GridMazeTask(5), 48_000, 2_000),
     "maze10_grid": DatasetSpec(GridMazeTask(10), 48_000, 2_000),
+    # 64 characters of the order-2 Shakespeare chain, 32 of them given (prefix, suffix or scattered)
+    "text": DatasetSpec(TextTask(), 200_000, 2_000),
 }
