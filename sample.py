@@ -6,6 +6,9 @@ proxy); rows also go to
 <workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
 `--study` runs the whole study (configs/study.py grids) and writes results.csv, frontier.png,
 bound.png, tightness.png, limit.png and report.md into the workdir.
+Tasks with a known truth (text, Latin squares): `--workdir exact:text` samples from the task's
+exact denoiser instead of a checkpoint, and at `--temperature 1` every setting's KL(q || p)
+against the truth is printed; `--study` then runs the study against the truth (mdm/exact.py).
 Flags and the glue they need (settings from flags, which examples, drawing, one typed-in puzzle);
 the work is in mdm/sampling.py and mdm/study.py.
 """
@@ -16,6 +19,7 @@ if __name__ == "__main__":
     use_fast_allocator()  # re-executes this command under mimalloc first (MDM_ALLOCATOR=system: off)
 
 import os
+import pathlib
 import sys
 import tempfile
 
@@ -25,7 +29,11 @@ from ml_collections import config_flags
 from mdm.cli import STUDY_CONFIG, parse_flags, quiet_libraries
 from mdm.sampling import RULE_PARAMS, SamplerConfig
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), or pretrained/<name>.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), pretrained/<name>, "
+                               "or exact:<data set> (the exact denoiser of a task with a known truth, "
+                               "e.g. exact:text, exact:latin5).")
+_OUT = flags.DEFINE_string("out", "", "Where results and study files go (default: the workdir; "
+                           "runs/exact_<data set> for exact:<data set>).")
 _SAMPLER = flags.DEFINE_enum("sampler", "eb", list(RULE_PARAMS),
                              "Selection rule (random: a fixed count per step in random order; "
                              "ancestral: MDLM/MD4 ancestral sampling).")
@@ -143,8 +151,19 @@ def main(argv):
             sys.stdout = open(os.devnull, "w")
         if _BATCH.value < 1 or _EXAMPLES.value < 0:
             raise ValueError("--batch_size must be >= 1 and --examples >= 0")
-        graphdef, params, config = loading.load_model(_WORKDIR.value)
-        model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
+        if loading.is_exact(_WORKDIR.value):
+            model_fn, config = loading.load_exact(_WORKDIR.value)
+            out_dir = _OUT.value or f"runs/exact_{config.data.name}"
+        else:
+            graphdef, params, config = loading.load_model(_WORKDIR.value)
+            model_fn = sampling.model_fn_from(graphdef, params, config.diffusion.schedule)
+            out_dir = _OUT.value or _WORKDIR.value
+        from mdm import data, exact
+
+        task = data.DATASETS[config.data.name].task
+        if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not _PUZZLE.value:
+            raise ValueError(f"the {task.name} task is judged by KL(q || p), which is undefined at "
+                             f"--temperature 0 (each prompt then gets one answer); use --temperature 1")
         values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
                   "tau": _numbers("tau", _TAU.value, float), "steps": _numbers("steps", _STEPS.value, int)}
         settings = sampler_settings(_SAMPLER.value, values, _PROXY.value, temperature=_TEMPERATURE.value,
@@ -160,25 +179,37 @@ def main(argv):
         name, split, note = examples_for(config, _DATASET.value, _PUZZLE_FILE.value, _SPLIT.value)
         if note:
             print(note)
+        if _STUDY.value and exact.has_truth(task):  # the study against the task's truth
+            study.validate_study(_STUDY_CONFIG.value)
+            result = exact.run_exact_study(model_fn, split, _STUDY_CONFIG.value, out_dir if primary else tempfile.mkdtemp())
+            print(result["report"])
+            print(f"study written to {out_dir}: exact_report.md, exact_results.csv, exact_dependence.csv, "
+                  f"exact_steps.csv, kl_frontier.png, tc_bound.png")
+            return
         if _STUDY.value:  # the study config says how many examples
             study.validate_study(_STUDY_CONFIG.value)
             if _WANDB.value:
                 config.wandb.mode = _WANDB.value
             writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
                                            jsonl_name="study_metrics.jsonl", primary=primary)
-            out_dir = _WORKDIR.value if primary else tempfile.mkdtemp()  # only process 0's files are kept
+            study_dir = out_dir if primary else tempfile.mkdtemp()  # only process 0's files are kept
             try:
-                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, out_dir, writers,
+                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, study_dir, writers,
                                          schedule=config.diffusion.schedule)
             finally:
                 writers.close()
             print(result["report"])
-            print(f"study written to {_WORKDIR.value}: report.md, results.csv, frontier.png, bound.png, "
+            print(f"study written to {out_dir}: report.md, results.csv, frontier.png, bound.png, "
                   f"bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png")
             return
         if _EXAMPLES.value:
             split = split.take(slice(0, _EXAMPLES.value))
-        rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
+        rows, outputs, kl = [], {}, []
+        if not task.scored_by_likelihood:
+            rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
+        if exact.has_truth(task) and _TEMPERATURE.value > 0:
+            kl, kl_outputs = exact.kl_rows(model_fn, split, settings, _BATCH.value, _SEED.value)
+            outputs = outputs or kl_outputs
     except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
     from mdm import allocator
@@ -186,7 +217,13 @@ def main(argv):
     primary = distributed.is_primary()
     print(f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
           f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
-    print(report.format_table(rows))
+    if rows:
+        print(report.format_table(rows))
+    if kl:
+        print(f"against the truth, temperature {_TEMPERATURE.value:g}:")
+        print(exact.format_kl_table(kl))
+    elif exact.has_truth(task):
+        print("KL(q || p) against the truth needs --temperature > 0 (at 0 each prompt gets one answer).")
     for cfg in settings:  # mazes: where the answers fail
         diag = stats.path_diagnostics(outputs[cfg], split)
         if diag is not None:
@@ -194,8 +231,11 @@ def main(argv):
     if _SHOW.value:
         print(show(split, outputs[settings[0]], settings[0], _SHOW.value))
     if primary:
-        csv_path, _ = report.write_rows(rows, _WORKDIR.value, "sample_results")
-        print(f"rows written to {csv_path} and .json")
+        pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for table, file_name in ((rows, "sample_results"), (kl, "sample_kl")):
+            if table:
+                csv_path, _ = report.write_rows(table, out_dir, file_name)
+                print(f"rows written to {csv_path} and .json")
 
 
 if __name__ == "__main__":

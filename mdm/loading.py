@@ -19,3 +19,30 @@ def load_model(workdir: str | pathlib.Path, use_ema: bool = True):
         return pretrained.load(workdir)
     graphdef, params, config = checkpoint.restore_run(workdir, pretrained.abstract_from_config, use_ema)
     return graphdef, jax.tree.map(jnp.asarray, params), ml_collections.ConfigDict(config)
+
+
+EXACT_PREFIX = "exact:"
+
+
+def is_exact(workdir: str | pathlib.Path) -> bool:
+    """`exact:<data set>` names a task's exact denoiser, where a checkpoint would go."""
+    return str(workdir).startswith(EXACT_PREFIX)
+
+
+def load_exact(workdir: str):
+    """(ModelFn, config) of `exact:<data set>`: the task's exact denoiser (a model with no model
+    error: the true posterior of every masked position) and a config naming the data set."""
+    from mdm import config as config_lib, data
+
+    name = str(workdir)[len(EXACT_PREFIX):]
+    if name not in data.DATASETS:
+        raise ValueError(f"--workdir {workdir!r}: {name!r} is not a data set; known: {', '.join(data.DATASETS)}")
+    task = data.DATASETS[name].task
+    if not hasattr(task, "exact_model"):
+        with_truth = [n for n, s in data.DATASETS.items() if hasattr(s.task, "exact_model")]
+        raise ValueError(f"--workdir {workdir!r}: the {task.name} task has no exact denoiser; data sets "
+                         f"with one: {', '.join(with_truth)}")
+    config = config_lib.base_config()
+    config.data.name = name
+    config.preset = "exact"
+    return task.exact_model(), config

@@ -334,7 +334,8 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
     steps = length  # every model call unmasks at least one answer position
     trace = {name: jnp.zeros((steps if with_trace else 1, n), dtype)
              for name, dtype in (("unmasked", jnp.int32), ("bound", jnp.float32),
-                                 ("mean_entropy", jnp.float32), ("model_error", jnp.float32))}
+                                 ("mean_entropy", jnp.float32), ("model_error", jnp.float32),
+                                 ("log_q", jnp.float32))}
     conf_shape = (slots, length) if with_trace else (1, 1)
 
     def refill(s: SamplerState) -> SamplerState:
@@ -391,9 +392,14 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
             # reference token, and the paper's model-error term is -log q(reference).
             reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
             nll_BxL = -jnp.take_along_axis(stats["logp"], jnp.clip(reference_BxL, 0, vocab - 1)[..., None], -1)[..., 0]
+            # log q of the drawn tokens under the distribution they were drawn from: summed over
+            # an example's steps, its exact log-likelihood under the sampler when the order is a
+            # function of the revealed tokens (every rule but random and ancestral)
+            drawn_logp_BxL = jnp.take_along_axis(stats["logp"], new_tokens[..., None], -1)[..., 0]
             record = {"unmasked": count, "bound": h.sum(-1) - h.max(-1),
                       "mean_entropy": h.sum(-1) / jnp.maximum(count, 1),
-                      "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1)}
+                      "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1),
+                      "log_q": jnp.where(chosen, drawn_logp_BxL, 0.0).sum(-1)}
             row = jnp.where(called, s.nfe_B, steps)  # steps: dropped write
             col = jnp.minimum(s.slot_example_B, n - 1)
             s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}

@@ -6,6 +6,7 @@ entry in DATASETS, and a config file.
 from __future__ import annotations
 
 from mdm.tasks.base import DatasetSpec, PuzzleError, Relations, Task  # noqa: F401
+from mdm.tasks.latin import LatinTask
 from mdm.tasks.maze import MazeTask
 from mdm.tasks.maze_grid import GridMazeTask
 from mdm.tasks.sudoku import SudokuTask
@@ -21,4 +22,7 @@ DATASETS = {
     "maze10_grid": DatasetSpec(GridMazeTask(10), 48_000, 2_000),
     # 64 characters of the order-2 Shakespeare chain, 32 of them given (prefix, suffix or scattered)
     "text": DatasetSpec(TextTask(), 200_000, 2_000),
+    # Latin squares with 3-7 (4x4) or 5-12 (5x5) given cells and at least two completions
+    "latin4": DatasetSpec(LatinTask(4), 48_000, 2_000),
+    "latin5": DatasetSpec(LatinTask(5), 48_000, 2_000),
 }

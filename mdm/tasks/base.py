@@ -41,6 +41,9 @@ class Task:
     name: ClassVar[str] = ""
     meta_fields: ClassVar[tuple[str, ...]] = ()  # per-example int32 fields that generate() adds
     difficulty: ClassVar[str] = ""  # the meta field a curriculum orders by (config.train.curriculum_steps)
+    # every answer is right and only the distribution of answers matters (text): judged by
+    # KL(q || p) against the task's truth, never by a solve rate
+    scored_by_likelihood: ClassVar[bool] = False
 
     @property
     def vocab_size(self) -> int:  # data tokens; the model adds MASK = vocab_size
@@ -102,6 +105,12 @@ class Task:
     def render(self, tokens: np.ndarray, answer_mask: np.ndarray, fill_step: np.ndarray) -> str:
         """One example as text; fill_step [L] is the model call that filled each answer position."""
         raise NotImplementedError
+
+    # A task whose true distribution is known (text, Latin squares; see mdm/exact.py) also has:
+    #   exact_model() -> ModelFn: the exact denoiser, the true posterior of every masked position;
+    #   log_prob(tokens [N, L], answer_mask [N, L]) -> [N]: exact log p(answer | prompt);
+    #   set_dependence(tokens [S, L], visible [S, L], set [S, L], ...) -> per step: the truth's
+    #     total correlation of the set given the visible tokens (tc) and KL(product || joint).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,8 +76,12 @@ class Chain:
         return cls(order, p, _stationary(p, order))
 
     @property
+    def vocab(self) -> int:
+        return self.transition.shape[1]
+
+    @property
     def states(self) -> int:
-        return VOCAB_SIZE ** self.order
+        return self.transition.shape[0]
 
     def entropy_rate(self) -> float:
         """Nats per symbol: sum_s init(s) H(transition[s])."""
@@ -88,24 +92,24 @@ class Chain:
         k = self.order
         out = np.zeros((count, length), np.int64)
         state = rng.choice(self.states, size=count, p=self.init)
-        out[:, :k] = np.stack(np.unravel_index(state, (VOCAB_SIZE,) * k), 1)
+        out[:, :k] = np.stack(np.unravel_index(state, (self.vocab,) * k), 1)
         cdf = np.cumsum(self.transition, 1)
         for t in range(k, length):
             u = rng.random(count)
-            nxt = np.minimum((cdf[state] < u[:, None]).sum(1), VOCAB_SIZE - 1)
+            nxt = np.minimum((cdf[state] < u[:, None]).sum(1), self.vocab - 1)
             out[:, t] = nxt
-            state = (state * VOCAB_SIZE + nxt) % self.states
+            state = (state * self.vocab + nxt) % self.states
         return out
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """[N] exact log p(x) of whole sequences [N, L]."""
         x = np.atleast_2d(x)
         k = self.order
-        state = np.ravel_multi_index(x[:, :k].T, (VOCAB_SIZE,) * k)
+        state = np.ravel_multi_index(x[:, :k].T, (self.vocab,) * k)
         out = np.log(self.init[state])
         for t in range(k, x.shape[1]):
             out += np.log(self.transition[state, x[:, t]])
-            state = (state * VOCAB_SIZE + x[:, t]) % self.states
+            state = (state * self.vocab + x[:, t]) % self.states
         return out
 
 
@@ -269,7 +273,7 @@ def exact_apply(params, tokens_BxL):
     import jax.numpy as jnp
 
     transition, init = params["transition"], params["init"]
-    visible = tokens_BxL < VOCAB_SIZE
+    visible = tokens_BxL < transition.shape[1]
     marginals, _ = jax.vmap(lambda t, v: forward_backward(transition, init, t, v))(tokens_BxL, visible)
     return jnp.where(marginals > 0, jnp.log(jnp.maximum(marginals, 1e-38)), -1e30)
 
@@ -289,6 +293,7 @@ class TextTask(Task):
     answer is right; its score is its exact log-likelihood under the chain."""
     name: ClassVar[str] = "text"
     meta_fields: ClassVar[tuple[str, ...]] = ("kind",)
+    scored_by_likelihood: ClassVar[bool] = True
     order: int = 2
     seq_length: int = 64
     answer: int = 32
