@@ -112,6 +112,38 @@ def format_kl_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_kl(out_a: dict, out_b: dict, answer_chars: np.ndarray) -> dict:
+    """KL(q_a || p) - KL(q_b || p) per answer token from the same prompts: the mean of the
+    per-prompt differences of log q - log p, with a 95% interval from their standard error
+    (pairing removes the prompts' own spread); nan where either has an invalid sample."""
+    d = (out_a["log_q"] - out_a["log_p"]) - (out_b["log_q"] - out_b["log_p"])
+    chars = float(np.mean(answer_chars))
+    if not np.isfinite(d).all():
+        return {"difference": math.nan, "low": math.nan, "high": math.nan}
+    mean, se = float(d.mean()) / chars, float(d.std(ddof=1) / math.sqrt(len(d))) / chars
+    return {"difference": mean, "low": mean - Z95 * se, "high": mean + Z95 * se}
+
+
+def eb_against_topk(rows: list[dict], outputs: dict, answer_chars: np.ndarray) -> list[dict]:
+    """For each top-k (k >= 2): the EB setting with the most model calls that still uses no more
+    than top-k's (mean NFE), and their paired KL difference (negative: EB's samples are closer
+    to the truth)."""
+    by_setting = {cfg.describe(): cfg for cfg in outputs}
+    ebs = [r for r in rows if r["rule"] == "eb"]
+    out = []
+    for r in rows:
+        if r["rule"] != "topk" or r["param"] == 1:
+            continue
+        cheaper = [e for e in ebs if e["mean_nfe"] <= r["mean_nfe"] + 1e-9]
+        if not cheaper:
+            continue
+        e = max(cheaper, key=lambda e: e["mean_nfe"])
+        p = paired_kl(outputs[by_setting[e["setting"]]], outputs[by_setting[r["setting"]]], answer_chars)
+        out.append({"eb": e["setting"], "eb_nfe": e["mean_nfe"], "eb_kl": e["kl_per_char"],
+                    "topk": r["setting"], "topk_nfe": r["mean_nfe"], "topk_kl": r["kl_per_char"], **p})
+    return out
+
+
 # ----------------------------------------------------------------------------- per step
 
 def step_sets(out: dict, answer_mask: np.ndarray, examples: int) -> dict[str, np.ndarray]:
@@ -179,7 +211,8 @@ def grid(study, proxy: str | None = None, temperature: float = 1.0) -> list[Samp
 
 def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress: bool = True) -> dict:
     """KL(q || p) against NFE for every setting of the grid, and the truth's TC of every parallel
-    step (EB, top-k, threshold) of the first study.tightness_examples examples next to the bound;
+    step next to the bound (EB: every example; top-k and threshold: the first
+    study.tightness_examples);
     writes exact_results.csv/json, exact_dependence.csv/json, exact_steps.csv, kl_frontier.png,
     tc_bound.png and exact_report.md into workdir."""
     from tqdm.auto import tqdm
@@ -192,19 +225,24 @@ def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress:
     dependence, all_steps = [], []
     parallel = [c for c in settings if c.rule in ("eb", "topk", "threshold") and not (c.rule == "topk" and c.k == 1)]
     for cfg in tqdm(parallel, desc="exact TC per step", disable=not progress):
-        steps = dependence_steps(split.task, outputs[cfg], split, study.tightness_examples,
+        examples = len(split) if cfg.rule == "eb" else study.tightness_examples  # every EB step; a sample of the rest
+        steps = dependence_steps(split.task, outputs[cfg], split, examples,
                                  samples=study.get("exact_samples", 256), max_exact=study.get("exact_max", 2),
                                  seed=study.seed)
         dependence.append(dependence_summary(cfg.describe(), steps))
         all_steps.append((cfg, steps))
+    versus = eb_against_topk(rows, outputs, split.answer_mask.sum(1))
     report.write_rows(rows, workdir, "exact_results")
     report.write_rows(dependence, workdir, "exact_dependence")
+    if versus:
+        report.write_rows(versus, workdir, "exact_eb_vs_topk")
     _write_steps(all_steps, workdir / "exact_steps.csv")
     plot_kl_frontier(rows, workdir / "kl_frontier.png")
     plot_tc_bound(all_steps, workdir / "tc_bound.png")
-    text = markdown(rows, dependence, study, len(split), split.task)
+    plot_summary(rows, all_steps, workdir / "exact_summary.png", split.task.name)
+    text = markdown(rows, dependence, study, len(split), split.task, versus)
     (workdir / "exact_report.md").write_text(text)
-    return {"rows": rows, "dependence": dependence, "steps": all_steps, "report": text}
+    return {"rows": rows, "dependence": dependence, "steps": all_steps, "versus": versus, "report": text}
 
 
 def _write_steps(all_steps, path) -> None:
@@ -222,7 +260,7 @@ def _write_steps(all_steps, path) -> None:
                             round(float(s["sum_h"][i]), 6), round(float(s["max_h"][i]), 6)])
 
 
-def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, task) -> str:
+def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, task, versus=()) -> str:
     lines = [f"# The study against a known truth ({task.name})", "",
              f"{n_examples} examples, one sample per prompt and setting, temperature {rows[0]['temperature']:g}. "
              "KL(q || p) in nats per answer token: the mean of log q(x) - log p(x), where log q(x) is the "
@@ -239,8 +277,20 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
                      f" | {r['invalid']:.1%} [{r['invalid_low']:.1%}, {r['invalid_high']:.1%}] | "
                      f"{r['bits_per_char_truth']:.3f} |")
     lines += ["", "Where a share of samples is invalid, KL is infinite and the interval is that of the valid "
-              "samples' mean log q - log p.", "",
-              f"## The bound against the truth's total correlation (first {study.tightness_examples} examples)",
+              "samples' mean log q - log p.", ""]
+    if versus:
+        lines += ["## EB against top-k at no more model calls (paired over the same prompts)", "",
+                  "For each top-k, the EB setting of the grid with the most calls that does not exceed top-k's mean "
+                  "NFE; the difference of KL per token (EB minus top-k; negative: EB is closer to the truth) with "
+                  "its 95% interval.", "",
+                  "| top-k | NFE | KL | EB | NFE | KL | EB - top-k [95% CI] |", "|---|---|---|---|---|---|---|"]
+        for v in versus:
+            diff = "-" if math.isnan(v["difference"]) else f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+            lines.append(f"| {v['topk']} | {v['topk_nfe']:.2f} | {v['topk_kl']:.4f} | {v['eb']} | {v['eb_nfe']:.2f} | "
+                         f"{v['eb_kl']:.4f} | {diff} |")
+        lines.append("")
+    lines += [f"## The bound against the truth's total correlation (EB: every example; top-k and threshold: the "
+              f"first {study.tightness_examples})",
               "", "Per step that unmasked two or more positions: the bound is sum H - max H of the distributions "
               "the sampler used; TC is the truth's total correlation of the set given the tokens visible before "
               "the step, KL(prod || joint) the error in the direction a sampler that draws the set independently "
@@ -296,3 +346,45 @@ def plot_tc_bound(all_steps, path) -> None:
     ax.set_yscale("log")
     report._finish(plt, fig, ax, path, "EB's bound: sum H - max H (nats)", "truth's total correlation TC (nats)",
                    legend=7, logx=True)
+
+
+def plot_summary(rows: list[dict], all_steps, path, task_name: str) -> None:
+    """README's figure: each EB step's truth TC against its bound (left) and KL against NFE per
+    rule (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    lo, hi = 1e-5, 1e-5
+    for cfg, s in all_steps:
+        if cfg.rule != "eb" or not len(s["tc"]):
+            continue
+        keep = s["bound"] > 1e-6
+        if keep.any():
+            tc = np.maximum(s["tc"][keep], 1e-7)
+            left.scatter(s["bound"][keep], tc, s=6, alpha=0.5, label=f"EB gamma={cfg.gamma:g}")
+            hi = max(hi, s["bound"][keep].max())
+            lo = min(lo, s["bound"][keep].min())
+    left.plot([lo, hi], [lo, hi], "k-", lw=1, label="TC = bound")
+    left.set(xscale="log", yscale="log", xlabel="EB's bound sum H - max H (nats)",
+             ylabel="true total correlation of the set (nats)", title=f"{task_name}: every EB step of 2+ tokens")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    styles = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}
+    for rule in dict.fromkeys(r["rule"] for r in rows):
+        group = sorted([r for r in rows if r["rule"] == rule and math.isfinite(r["kl_per_char"])],
+                       key=lambda r: r["mean_nfe"])
+        if group:
+            right.errorbar([r["mean_nfe"] for r in group], [r["kl_per_char"] for r in group],
+                           yerr=[Z95 * r["kl_se"] for r in group], fmt=styles.get(rule, "-o"), ms=4, capsize=2,
+                           label=rule + ("" if group[0]["log_q_exact"] else " (upper bound)"))
+    right.axhline(0, color="k", lw=0.8)
+    right.set(xscale="log", xlabel="mean NFE per example", ylabel="KL(q || p), nats per answer token",
+              title="error against speed")
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -106,3 +106,25 @@ def test_puzzle_file(workdir, data_dir, tmp_path):
     assert "3 test examples" in out.stdout
     missing = run(["sample.py", f"--workdir={workdir}", f"--puzzle_file={tmp_path}/none.csv"], data_dir)
     assert missing.returncode != 0 and "cannot read puzzle file" in missing.stderr
+
+
+def test_text_trains_and_sampling_reports_kl_against_the_chain(data_dir, tmp_path):
+    path = tmp_path / "text"
+    out = run(["train.py", "--config", "configs/text.py:tiny", f"--workdir={path}"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "eval/elbo_bits_per_token" in out.stdout
+    out = run(["sample.py", f"--workdir={path}", "--gamma", "0,1", "--temperature", "1", "--examples", "6",
+               "--batch_size", "6"], data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "KL(q||p) per token" in out.stdout and "eb gamma=1 (confidence)" in out.stdout
+    assert (path / "sample_kl.json").exists() and not (path / "sample_results.json").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=exact:text", "--gamma", "0.1"], "undefined at --temperature 0"),
+    (["--workdir=exact:sudoku"], "has no exact denoiser"),
+    (["--workdir=exact:nothing"], "is not a data set"),
+])
+def test_bad_input_of_the_exact_denoiser(data_dir, args, message):
+    out = run(["sample.py", *args], data_dir)
+    assert out.returncode != 0 and message in out.stderr
