@@ -161,7 +161,7 @@ def main(argv):
         from mdm import data, exact
 
         task = data.DATASETS[config.data.name].task
-        if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not _PUZZLE.value:
+        if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not (_PUZZLE.value or _STUDY.value):
             raise ValueError(f"the {task.name} task is judged by KL(q || p), which is undefined at "
                              f"--temperature 0 (each prompt then gets one answer); use --temperature 1")
         values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
@@ -181,7 +181,13 @@ def main(argv):
             print(note)
         if _STUDY.value and exact.has_truth(task):  # the study against the task's truth
             study.validate_study(_STUDY_CONFIG.value)
-            result = exact.run_exact_study(model_fn, split, _STUDY_CONFIG.value, out_dir if primary else tempfile.mkdtemp())
+            preamble = ""
+            if not loading.is_exact(_WORKDIR.value):  # a trained model: its ELBO against the truth's entropy
+                held_out = split.take(slice(0, min(_STUDY_CONFIG.value.examples, len(split))))
+                preamble = exact.format_elbo(exact.elbo_against_truth(graphdef, params, config, held_out))
+                print(preamble)
+            result = exact.run_exact_study(model_fn, split, _STUDY_CONFIG.value, out_dir if primary else tempfile.mkdtemp(),
+                                           preamble=preamble)
             print(result["report"])
             print(f"study written to {out_dir}: exact_report.md, exact_results.csv, exact_dependence.csv, "
                   f"exact_steps.csv, kl_frontier.png, tc_bound.png")

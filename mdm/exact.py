@@ -164,7 +164,7 @@ def step_sets(out: dict, answer_mask: np.ndarray, examples: int) -> dict[str, np
     return {k: np.array(v) for k, v in rows.items()}
 
 
-def dependence_steps(task, out: dict, split, examples: int, samples: int = 256, max_exact: int = 2,
+def dependence_steps(task, out: dict, split, examples: int, samples: int = 64, max_exact: int = 2,
                      seed: int = 0) -> dict[str, np.ndarray]:
     """For every step of `examples` examples that unmasked two or more positions: the truth's
     TC of the set given the visible tokens and KL(product || joint), next to the sampler's bound
@@ -209,7 +209,37 @@ def grid(study, proxy: str | None = None, temperature: float = 1.0) -> list[Samp
     return list(dict.fromkeys(out))
 
 
-def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress: bool = True) -> dict:
+def elbo_against_truth(graphdef, params, config, split) -> dict:
+    """A trained model's ELBO on `split` (bits per answer token, one masking per example) next
+    to the truth's -log2 p(answer | prompt) per answer token on the same examples, which is
+    what a model with no error would reach (in expectation)."""
+    import copy
+
+    from mdm import model as model_lib, train
+
+    config = copy.deepcopy(config)
+    config.eval.loss_examples = len(split)
+    config.eval.sample_examples = 0
+    config.eval.batch_size = min(256, len(split))
+    cfg = model_lib.model_config(config, split.task)
+    elbo = train.evaluate(graphdef, cfg, params, split, config)["eval/elbo_bits_per_token"]
+    truth = -split.task.log_prob(split.tokens, split.answer_mask) / split.answer_mask.sum(1) / math.log(2)
+    out = {"examples": len(split), "elbo_bits_per_token": float(elbo), "truth_bits_per_token": float(truth.mean()),
+           "truth_bits_per_token_se": float(truth.std(ddof=1) / math.sqrt(len(truth)))}
+    if hasattr(split.task, "chain"):
+        out["entropy_rate_bits"] = split.task.chain().entropy_rate() / math.log(2)
+    return out
+
+
+def format_elbo(e: dict) -> str:
+    rate = f"; the chain's entropy rate is {e['entropy_rate_bits']:.3f} bits per character" if "entropy_rate_bits" in e else ""
+    return (f"The model's ELBO on {e['examples']} examples: {e['elbo_bits_per_token']:.3f} bits per answer token, "
+            f"against the truth's {e['truth_bits_per_token']:.3f} (+-{Z95 * e['truth_bits_per_token_se']:.3f}) on the "
+            f"same answers (-log2 p(answer | prompt), the floor a perfect model reaches in expectation){rate}.")
+
+
+def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress: bool = True,
+                    preamble: str = "") -> dict:
     """KL(q || p) against NFE for every setting of the grid, and the truth's TC of every parallel
     step next to the bound (EB: every example; top-k and threshold: the first
     study.tightness_examples);
@@ -227,7 +257,7 @@ def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress:
     for cfg in tqdm(parallel, desc="exact TC per step", disable=not progress):
         examples = len(split) if cfg.rule == "eb" else study.tightness_examples  # every EB step; a sample of the rest
         steps = dependence_steps(split.task, outputs[cfg], split, examples,
-                                 samples=study.get("exact_samples", 256), max_exact=study.get("exact_max", 2),
+                                 samples=study.get("exact_samples", 64), max_exact=study.get("exact_max", 2),
                                  seed=study.seed)
         dependence.append(dependence_summary(cfg.describe(), steps))
         all_steps.append((cfg, steps))
@@ -240,7 +270,7 @@ def run_exact_study(model_fn: sampling.ModelFn, split, study, workdir, progress:
     plot_kl_frontier(rows, workdir / "kl_frontier.png")
     plot_tc_bound(all_steps, workdir / "tc_bound.png")
     plot_summary(rows, all_steps, workdir / "exact_summary.png", split.task.name)
-    text = markdown(rows, dependence, study, len(split), split.task, versus)
+    text = markdown(rows, dependence, study, len(split), split.task, versus, preamble)
     (workdir / "exact_report.md").write_text(text)
     return {"rows": rows, "dependence": dependence, "steps": all_steps, "versus": versus, "report": text}
 
@@ -260,13 +290,14 @@ def _write_steps(all_steps, path) -> None:
                             round(float(s["sum_h"][i]), 6), round(float(s["max_h"][i]), 6)])
 
 
-def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, task, versus=()) -> str:
+def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, task, versus=(), preamble="") -> str:
     lines = [f"# The study against a known truth ({task.name})", "",
              f"{n_examples} examples, one sample per prompt and setting, temperature {rows[0]['temperature']:g}. "
              "KL(q || p) in nats per answer token: the mean of log q(x) - log p(x), where log q(x) is the "
              "sampler's own log-probability of its sample (exact for every rule whose order follows from the "
              "revealed tokens; for random and ancestral orders log q(x | order), an upper bound) and log p(x) "
              "the truth's; 95% intervals from the standard error.", "",
+             *([preamble, ""] if preamble else []),
              "## KL(q || p) against NFE", "",
              "| setting | mean NFE | KL per token | 95% interval | invalid | bits/char under p |",
              "|---|---|---|---|---|---|"]
@@ -296,7 +327,7 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
               "the step, KL(prod || joint) the error in the direction a sampler that draws the set independently "
               "incurs (infinite where the product can draw what the truth rules out). Exact for sets of "
               f"<= {study.get('exact_max', 2)} positions (text) or always (Latin squares); larger text sets: a "
-              f"Monte Carlo mean over {study.get('exact_samples', 256)} exact draws (TC above the bound counts only "
+              f"Monte Carlo mean over {study.get('exact_samples', 64)} exact draws (TC above the bound counts only "
               "beyond 3 standard errors).", "",
               "| setting | steps (>= 2 tokens) | single-token steps | exact | mean size | mean bound | mean TC | "
               "mean KL(prod||joint) | TC/bound q25 | median | q75 | max | TC > bound |",

@@ -36,6 +36,21 @@ def all_squares(n: int) -> np.ndarray:
     return perms[partial].reshape(len(partial), n * n)
 
 
+@functools.cache
+def _one_hot(n: int) -> np.ndarray:
+    """[S, n * n * n] float32: every square, one-hot per cell."""
+    squares = all_squares(n).astype(np.int64)
+    return np.eye(n, dtype=np.float32)[squares].reshape(len(squares), -1)
+
+
+def consistent_many(n: int, tokens_NxL: np.ndarray, visible_NxL: np.ndarray) -> np.ndarray:
+    """[N, S] bool: consistent() for many prompts at once (one matmul)."""
+    visible = np.asarray(visible_NxL, bool)
+    query = np.eye(n, dtype=np.float32)[np.clip(tokens_NxL, 0, n - 1)] * visible[..., None]
+    matches = query.reshape(len(visible), -1) @ _one_hot(n).T
+    return matches > visible.sum(1, keepdims=True) - 0.5
+
+
 def consistent(n: int, tokens_L: np.ndarray, visible_L: np.ndarray) -> np.ndarray:
     """[S] bool: the squares that agree with the visible cells."""
     squares = all_squares(n)
@@ -132,14 +147,13 @@ class LatinTask(Task):
 
         from mdm.sampling import ModelFn
 
-        squares = all_squares(self.n).astype(np.int64)
-        one_hot = np.eye(self.n, dtype=np.float32)[squares].reshape(len(squares), -1)
-        return ModelFn(exact_apply, {"one_hot": jnp.asarray(one_hot), "n": jnp.zeros(self.n)})
+        return ModelFn(exact_apply, {"one_hot": jnp.asarray(_one_hot(self.n)), "n": jnp.zeros(self.n)})
 
     def completions(self, tokens: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
         """[N] how many squares complete each prompt."""
-        return np.array([consistent(self.n, t, ~a).sum() for t, a in zip(np.atleast_2d(tokens),
-                                                                         np.atleast_2d(answer_mask))])
+        tokens, answer_mask = np.atleast_2d(tokens), np.atleast_2d(answer_mask)
+        return np.concatenate([consistent_many(self.n, tokens[i:i + 256], ~answer_mask[i:i + 256]).sum(1)
+                               for i in range(0, len(tokens), 256)])
 
     def log_prob(self, tokens: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
         """[N] exact log p(answer | prompt): -log(completions) for a completion, -inf otherwise."""
@@ -158,7 +172,9 @@ class LatinTask(Task):
         out["exact"] = np.ones(n_steps, bool)
         squares = all_squares(self.n)
         for s in range(n_steps):
-            fits = squares[consistent(self.n, tokens_SxL[s], visible_SxL[s])]
+            if s % 256 == 0:  # consistency of a chunk of steps at once
+                chunk = consistent_many(self.n, tokens_SxL[s:s + 256], visible_SxL[s:s + 256])
+            fits = squares[chunk[s % 256]]
             members = np.flatnonzero(set_SxL[s])
             if not len(fits) or not len(members):
                 continue

@@ -153,6 +153,21 @@ def _evidence(tokens_L, visible_L, vocab: int):
     return jnp.where(visible_L[:, None], one_hot, 1.0)
 
 
+def _prepare(transition, init, tokens_L, visible_L):
+    """What every pass over one sequence needs: (vocab, rest = V^(k-1), k, evidence [L, V], the
+    first state's weights [V^k] (init times the evidence of the first k symbols), transition
+    as [V (oldest symbol), V^(k-1), V (next symbol)])."""
+    states, vocab = transition.shape
+    rest = states // vocab
+    k = round(np.log(states) / np.log(vocab))
+    e = _evidence(tokens_L, visible_L, vocab)
+    first = init
+    for j in range(k):
+        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1
+                                                                    for d in range(k)])).reshape(-1)
+    return vocab, rest, k, e, first, transition.reshape(vocab, rest, vocab)
+
+
 def forward_backward(transition, init, tokens_L, visible_L):
     """Exact posteriors of one sequence given its visible symbols (scaled forward-backward over
     the chain's k-symbol states). -> (marginals [L, V], log Z), Z = p(visible symbols).
@@ -160,16 +175,7 @@ def forward_backward(transition, init, tokens_L, visible_L):
     import jax
     import jax.numpy as jnp
 
-    states, vocab = transition.shape
-    rest = states // vocab
-    k = round(np.log(states) / np.log(vocab))
-    e = _evidence(tokens_L, visible_L, vocab)
-    # the first k symbols form the first state
-    first = init
-    for j in range(k):
-        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1
-                                                                    for d in range(k)])).reshape(-1)
-    trans = transition.reshape(vocab, rest, vocab)
+    vocab, rest, k, e, first, trans = _prepare(transition, init, tokens_L, visible_L)
     c0 = first.sum()
     alpha0 = first / c0
 
@@ -189,7 +195,7 @@ def forward_backward(transition, init, tokens_L, visible_L):
         b = b.reshape(-1)
         return b, b
 
-    beta_last = jnp.ones(states)
+    beta_last = jnp.ones(first.shape[0])
     _, betas = jax.lax.scan(bwd, beta_last, (e[k:], cs), reverse=True)
     betas = jnp.concatenate([betas, beta_last[None]], 0)
     post = alphas * betas  # [L - k + 1, states], rows sum to 1
@@ -206,15 +212,7 @@ def log_evidence(transition, init, tokens_L, visible_L):
     import jax
     import jax.numpy as jnp
 
-    states, vocab = transition.shape
-    rest = states // vocab
-    k = round(np.log(states) / np.log(vocab))
-    e = _evidence(tokens_L, visible_L, vocab)
-    first = init
-    for j in range(k):
-        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1
-                                                                    for d in range(k)])).reshape(-1)
-    trans = transition.reshape(vocab, rest, vocab)
+    vocab, rest, k, e, first, trans = _prepare(transition, init, tokens_L, visible_L)
 
     def fwd(carry, e_t):
         alpha, log_z = carry
@@ -233,15 +231,7 @@ def sample_posterior(transition, init, tokens_L, visible_L, key):
     import jax
     import jax.numpy as jnp
 
-    states, vocab = transition.shape
-    rest = states // vocab
-    k = round(np.log(states) / np.log(vocab))
-    e = _evidence(tokens_L, visible_L, vocab)
-    first = init
-    for j in range(k):
-        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1
-                                                                    for d in range(k)])).reshape(-1)
-    trans = transition.reshape(vocab, rest, vocab)
+    vocab, rest, k, e, first, trans = _prepare(transition, init, tokens_L, visible_L)
 
     def fwd(alpha, e_t):
         a = jnp.einsum("ar,arc->rc", alpha.reshape(vocab, rest), trans) * e_t[None, :]
@@ -341,10 +331,10 @@ class TextTask(Task):
 
         params = chain_params(self.chain())
         tokens = np.atleast_2d(tokens)
-        prompt_z = np.asarray(_batched_log_evidence(params, jnp.asarray(tokens), jnp.asarray(~np.atleast_2d(answer_mask))))
+        prompt_z = _batched_log_evidence(params, tokens, ~np.atleast_2d(answer_mask))
         return self.chain().log_prob(tokens) - prompt_z
 
-    def set_dependence(self, tokens_SxL, visible_SxL, set_SxL, samples: int = 256, seed: int = 0,
+    def set_dependence(self, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0,
                        max_exact: int = 2) -> dict[str, np.ndarray]:
         """Per step s: the truth's total correlation TC = KL(p(x_U) || prod p(x_u)) of the set U
         (set [S, L]) given the visible symbols, and KL(prod p(x_u) || p(x_U)), the direction a
@@ -389,20 +379,35 @@ def _jitted():
     return batched_z, fb, draw
 
 
-def _batched_log_evidence(params, tokens_BxL, visible_BxL, chunk: int = 4096):
-    import jax.numpy as jnp
-
-    batched_z = _jitted()[0]
-    parts = [batched_z(params["transition"], params["init"], tokens_BxL[i:i + chunk], visible_BxL[i:i + chunk])
-             for i in range(0, tokens_BxL.shape[0], chunk)]
-    return jnp.concatenate(parts) if parts else jnp.zeros((0,))
-
-
-def set_dependence(params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int = 256, seed: int = 0,
-                   max_exact: int = 2) -> dict[str, np.ndarray]:
-    """TextTask.set_dependence for any chain (params: transition [V^k, V], init [V^k])."""
+def _chunked(fn, *arrays, chunk: int = 2048):
+    """fn over the leading axis of `arrays` in chunks of one padded size (one compile)."""
     import jax
-    import jax.numpy as jnp
+
+    n = len(arrays[0])
+    if n == 0:
+        return None
+    size = min(chunk, n)
+    outs = []
+    for start in range(0, n, size):
+        part = [a[start:start + size] for a in arrays]
+        pad = size - len(part[0])
+        if pad:
+            part = [np.concatenate([p, np.repeat(p[-1:], pad, 0)]) for p in part]
+        outs.append(jax.device_get(fn(*part)))
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *outs)
+
+
+def _batched_log_evidence(params, tokens_BxL, visible_BxL):
+    batched_z = _jitted()[0]
+    return _chunked(lambda t, v: batched_z(params["transition"], params["init"], t, v),
+                    np.asarray(tokens_BxL, np.int32), np.asarray(visible_BxL, bool))
+
+
+def set_dependence(params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0,
+                   max_exact: int = 2) -> dict[str, np.ndarray]:
+    """TextTask.set_dependence for any chain (params: transition [V^k, V], init [V^k]); every
+    step's passes are batched together."""
+    import jax
 
     transition, init = params["transition"], params["init"]
     vocab = transition.shape[1]
@@ -412,71 +417,78 @@ def set_dependence(params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int 
     n = len(tokens_SxL)
     out = {k: np.zeros(n) for k in ("tc", "kl_product", "tc_se", "kl_product_se", "sum_h", "max_h")}
     out["exact"] = np.ones(n, bool)
-    marg, _ = fb(transition, init, jnp.asarray(tokens_SxL), jnp.asarray(visible_SxL))
-    marg = np.asarray(marg, np.float64)
+    if n == 0:
+        return out
+    marg, z0 = _chunked(lambda t, v: fb(transition, init, t, v), tokens_SxL, visible_SxL)
+    marg, z0 = np.asarray(marg, np.float64), np.asarray(z0, np.float64)
     logm = np.log(np.maximum(marg, 1e-300))
     h = -(marg * logm).sum(-1)  # [S, L]
     out["sum_h"] = np.where(set_SxL, h, 0).sum(1)
     out["max_h"] = np.where(set_SxL, h, 0).max(1)
-    rng = np.random.default_rng(seed)
-    for s in range(n):
-        members = np.flatnonzero(set_SxL[s])
-        if len(members) <= 1:
-            continue
-        if len(members) <= max_exact:
-            joint = _exact_joint(batched_z, fb, transition, init, tokens_SxL[s], visible_SxL[s], members)
-            product = functools.reduce(np.multiply.outer, [marg[s, m] for m in members])
-            out["tc"][s] = _kl(joint, product)
-            out["kl_product"][s] = _kl(product, joint)
-            continue
-        out["exact"][s] = False
-        key = jax.random.key(int(rng.integers(2 ** 31)))
-        # TC = E_p[log p(x_U) - sum log p(x_u)], x ~ p; KL(product || p) = E_q[...], x_U ~ product
-        keys = jax.random.split(key, samples)
-        base_t = np.repeat(tokens_SxL[s][None], samples, 0)
-        base_v = np.repeat(visible_SxL[s][None], samples, 0)
-        drawn = np.asarray(draw(transition, init, jnp.asarray(base_t), jnp.asarray(base_v), keys))
-        product_draw = base_t.copy()
-        for m in members:
-            product_draw[:, m] = rng.choice(vocab, samples, p=marg[s, m] / marg[s, m].sum())
-        z0 = float(batched_z(transition, init, jnp.asarray(tokens_SxL[s][None]), jnp.asarray(visible_SxL[s][None]))[0])
+    sizes = set_SxL.sum(1)
+    for size in sorted(set(sizes[(sizes >= 2) & (sizes <= max_exact)].tolist())):
+        idx = np.flatnonzero(sizes == size)
+        members = np.stack([np.flatnonzero(set_SxL[i]) for i in idx])  # [n, size], position order
+        joint = _exact_joints(fb, transition, init, tokens_SxL[idx], visible_SxL[idx], members, z0[idx], vocab)
+        for j, i in enumerate(idx):
+            product = functools.reduce(np.multiply.outer, [marg[i, m] for m in members[j]])
+            out["tc"][i] = _kl(joint[j], product)
+            out["kl_product"][i] = _kl(product, joint[j])
+    mc = np.flatnonzero(sizes > max_exact)
+    if len(mc):
+        out["exact"][mc] = False
+        rng = np.random.default_rng(seed)
+        m, length = len(mc), tokens_SxL.shape[1]
+        rep_t = np.repeat(tokens_SxL[mc], samples, 0)  # [m * samples, L]
+        rep_v = np.repeat(visible_SxL[mc], samples, 0)
+        rep_set = np.repeat(set_SxL[mc], samples, 0)
+        keys = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(seed), len(rep_t))))
+        drawn = _chunked(lambda t, v, k: draw(transition, init, t, v, jax.random.wrap_key_data(k)), rep_t, rep_v, keys)
+        # draws from the product of the marginals (inverse CDF, a chunk of steps at a time)
+        product_draw = np.empty_like(rep_t).reshape(m, samples, length)
+        cdf = np.cumsum(marg[mc], -1).astype(np.float32)  # [m, L, V]
+        for start in range(0, m, 64):
+            u = rng.random((len(cdf[start:start + 64]), samples, length), np.float32)
+            product_draw[start:start + 64] = np.minimum((cdf[start:start + 64, None] < u[..., None]).sum(-1), vocab - 1)
+        product_draw = np.where(rep_set, product_draw.reshape(-1, length), rep_t)
+        logm_mc = logm[mc]  # [m, L, V]
+        step_i, pos_i = np.arange(m)[:, None, None], np.arange(length)[None, None, :]
         ratios = []
         for x in (drawn, product_draw):
-            clamped_t = base_t.copy()
-            clamped_t[:, members] = x[:, members]
-            clamped_v = base_v.copy()
-            clamped_v[:, members] = True
-            log_joint = np.asarray(_batched_log_evidence(params, jnp.asarray(clamped_t), jnp.asarray(clamped_v)),
-                                   np.float64) - z0
-            log_product = logm[s, members[None, :], x[:, members]].sum(1)
+            clamped_t = np.where(rep_set, x, rep_t)
+            log_joint = _batched_log_evidence(params, clamped_t, rep_v | rep_set).astype(np.float64).reshape(m, samples)
+            log_joint = log_joint - z0[mc][:, None]
+            x3 = x.reshape(m, samples, length)
+            log_product = np.where(set_SxL[mc][:, None, :], logm_mc[step_i, pos_i, x3], 0).sum(-1)
             ratios.append(log_joint - log_product)
         tc_terms, kl_terms = ratios[0], -ratios[1]
-        out["tc"][s], out["tc_se"][s] = tc_terms.mean(), tc_terms.std(ddof=1) / np.sqrt(samples)
-        out["kl_product"][s], out["kl_product_se"][s] = kl_terms.mean(), kl_terms.std(ddof=1) / np.sqrt(samples)
+        out["tc"][mc], out["tc_se"][mc] = tc_terms.mean(1), tc_terms.std(1, ddof=1) / np.sqrt(samples)
+        out["kl_product"][mc] = kl_terms.mean(1)
+        out["kl_product_se"][mc] = kl_terms.std(1, ddof=1) / np.sqrt(samples)
     return out
 
 
-def _exact_joint(batched_z, fb, transition, init, tokens_L, visible_L, members) -> np.ndarray:
-    """p(x_U | visible) [V] * |U| by the chain rule: every assignment of all members but the
-    last, clamped, gives its probability (log Z) and the last member's posterior (one
-    forward-backward each)."""
+def _exact_joints(fb, transition, init, tokens_NxL, visible_NxL, members_NxU, z0_N, vocab) -> np.ndarray:
+    """p(x_U | visible) [N, V, ..., V] for N steps whose sets U have one size, by the chain rule:
+    every assignment of all members but the last, clamped, gives its probability (log Z) and
+    the last member's posterior (one forward-backward each, all batched)."""
     import itertools
 
-    import jax.numpy as jnp
-
-    head = members[:-1]
-    vocab = transition.shape[1]
-    assignments = np.array(list(itertools.product(range(vocab), repeat=len(head))), np.int32).reshape(-1, len(head))
-    t = np.repeat(tokens_L[None], len(assignments), 0)
-    v = np.repeat(visible_L[None], len(assignments), 0)
-    t[:, head] = assignments
-    v[:, head] = True
-    marg, log_z = fb(transition, init, jnp.asarray(t), jnp.asarray(v))
-    z0 = batched_z(transition, init, jnp.asarray(tokens_L[None]), jnp.asarray(visible_L[None]))[0]
-    p_head = np.exp(np.asarray(log_z, np.float64) - float(z0))
-    joint = p_head[:, None] * np.asarray(marg, np.float64)[:, members[-1]]
-    joint = joint / joint.sum()
-    return joint.reshape((vocab,) * len(members))
+    n, size = members_NxU.shape
+    head = members_NxU[:, :-1]
+    assignments = np.array(list(itertools.product(range(vocab), repeat=size - 1)), np.int32).reshape(-1, size - 1)
+    a = len(assignments)
+    t = np.repeat(tokens_NxL, a, 0)
+    v = np.repeat(visible_NxL, a, 0)
+    rows = np.arange(n * a)[:, None]
+    t[rows, np.repeat(head, a, 0)] = np.tile(assignments, (n, 1))
+    v[rows, np.repeat(head, a, 0)] = True
+    marg, log_z = _chunked(lambda tt, vv: fb(transition, init, tt, vv), t, v)
+    last = np.repeat(members_NxU[:, -1], a)
+    p_head = np.exp(np.asarray(log_z, np.float64) - np.repeat(z0_N, a))
+    joint = (p_head[:, None] * np.asarray(marg, np.float64)[np.arange(n * a), last]).reshape(n, -1)
+    joint = joint / joint.sum(1, keepdims=True)
+    return joint.reshape((n,) + (vocab,) * size)
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
