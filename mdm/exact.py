@@ -69,10 +69,26 @@ def order_is_exact(cfg: SamplerConfig) -> bool:
     return cfg.ranking != "random"
 
 
+def forward_kl(log_p_true: np.ndarray, log_q_true: np.ndarray, bound_sums: np.ndarray,
+               answer_chars: np.ndarray) -> dict:
+    """KL(p || q) per answer token, the paper's direction, from the split's own answers (exact
+    draws from the truth): the mean of log p(x) - log q(x), where log q(x) is the sampler's
+    probability of x along x's own trajectory (`sampling.evaluate(..., replay=True)`); and the
+    mean of EB's bound summed along those trajectories, per token. With the exact denoiser
+    KL(p || q) = E_p[sum over steps of TC], so it can never exceed the summed bound."""
+    chars = float(np.mean(answer_chars))
+    d = log_p_true - log_q_true
+    mean, se = float(d.mean()) / chars, float(d.std(ddof=1) / math.sqrt(len(d))) / chars if len(d) > 1 else math.nan
+    return {"forward_kl": mean, "forward_kl_low": mean - Z95 * se, "forward_kl_high": mean + Z95 * se,
+            "bound_sum_per_token": float(bound_sums.mean()) / chars}
+
+
 def kl_rows(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig], batch_size: int = 256,
             seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
     """One row per setting: NFE, KL(q || p) per answer token with its interval, the share of
-    samples the truth rules out. Returns (rows, sampler outputs by setting, with log_q and log_p)."""
+    samples the truth rules out, and KL(p || q) from replaying the split's own answers (the
+    paper's direction) next to EB's bound summed along them. Returns (rows, sampler outputs by
+    setting, with log_q and log_p)."""
     from tqdm.auto import tqdm
 
     task = split.task
@@ -80,35 +96,42 @@ def kl_rows(model_fn: sampling.ModelFn, split, settings: list[SamplerConfig], ba
         raise ValueError(f"the {task.name} task has no known truth to measure KL(q || p) against")
     rows, outputs = [], {}
     answer_chars = split.answer_mask.sum(1)
+    log_p_true = task.log_prob(split.tokens, split.answer_mask)
     for cfg in tqdm(settings, desc="settings", disable=not progress or len(settings) < 2):
         check_temperature(cfg)
         out = sampling.evaluate(model_fn, split, cfg, batch_size, seed, refill=True, with_trace=True)
         out["log_q"] = out["trace"]["log_q"].sum(0).astype(np.float64)
         out["log_p"] = task.log_prob(out["tokens"], split.answer_mask)
+        walked = sampling.evaluate(model_fn, split, cfg, batch_size, seed, refill=True, with_trace=True, replay=True)
+        out["log_q_true"] = walked["trace"]["log_q"].sum(0).astype(np.float64)
         outputs[cfg] = out
         rows.append({"setting": cfg.describe(), "rule": cfg.rule, "proxy": cfg.ranking, "param": cfg.param,
                      "temperature": cfg.temperature, "examples": len(split), "mean_nfe": out["mean_nfe"],
                      "log_q_exact": order_is_exact(cfg), "row_calls_per_example": out["row_calls_per_example"],
-                     **kl_summary(out["log_q"], out["log_p"], answer_chars)})
+                     **kl_summary(out["log_q"], out["log_p"], answer_chars),
+                     **forward_kl(log_p_true, out["log_q_true"], walked["trace"]["bound"].sum(0), answer_chars)})
     return rows, outputs
 
 
 def format_kl_table(rows: list[dict]) -> str:
     """The KL rows as a fixed-width table."""
     lines = [f"{'setting':<34} {'NFE':>7} {'KL(q||p) per token [95% CI]':>34} {'invalid':>8} "
-             f"{'bits/char p':>11}"]
+             f"{'bits/char p':>11} {'KL(p||q) [95% CI]':>26} {'sum bound':>9}"]
     for r in rows:
         if math.isinf(r["kl_per_char"]):
             kl = f"inf (valid: {r['kl_valid']:.4f})"
         else:
             kl = f"{r['kl_per_char']:.3g} [{r['kl_low']:+.2g}, {r['kl_high']:+.2g}]"
         bound = "" if r["log_q_exact"] else " (bound)"
+        forward = f"{r['forward_kl']:.3g} [{r['forward_kl_low']:+.2g}, {r['forward_kl_high']:+.2g}]"
         lines.append(f"{r['setting']:<34} {r['mean_nfe']:>7.2f} {kl + bound:>34} {r['invalid']:>8.1%} "
-                     f"{r['bits_per_char_truth']:>11.3f}")
+                     f"{r['bits_per_char_truth']:>11.3f} {forward:>26} {r['bound_sum_per_token']:>9.4f}")
     lines.append("KL in nats per answer token, from one sample per prompt (mean of log q(x) - log p(x), "
                  "95% interval from its standard error); (bound): a random order, where log q(x | order) "
                  "bounds KL from above; invalid: samples the truth rules out (KL is then infinite); "
-                 "bits/char p: -log2 p(sample) per answer token under the truth.")
+                 "bits/char p: -log2 p(sample) per answer token under the truth; KL(p||q): the paper's "
+                 "direction, from the split's own answers walked through the sampler (replay); sum bound: "
+                 "sum H - max H summed along those walks, per token (>= KL(p||q) for the exact denoiser).")
     return "\n".join(lines)
 
 
@@ -309,8 +332,12 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
              "## KL(q || p) against NFE", "",
              "KL - top-1: what parallel unmasking adds to the model's own one-at-a-time error, paired over "
              "the same prompts.", "",
-             "| setting | mean NFE | KL per token | 95% interval | KL - top-1 [95% CI] | invalid | bits/char under p |",
-             "|---|---|---|---|---|---|---|"]
+             "KL(p || q): the paper's direction, from the split's own answers (exact draws from the truth) "
+             "walked through the sampler (replay); sum bound: sum H - max H summed along those walks, per "
+             "token; for the exact denoiser KL(p || q) = E_p[sum of TC] <= sum bound.", "",
+             "| setting | mean NFE | KL(q‖p) per token | 95% interval | KL - top-1 [95% CI] | invalid | bits/char under p "
+             "| KL(p‖q) [95% CI] | sum bound |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kl = "inf" if math.isinf(r["kl_per_char"]) else f"{r['kl_per_char']:.3g}"
         note = "" if r["log_q_exact"] else " (upper bound)"
@@ -318,7 +345,8 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
             f"{r['minus_top1']:+.3g} [{r['minus_top1_low']:+.2g}, {r['minus_top1_high']:+.2g}]"
         lines.append(f"| {r['setting']} | {r['mean_nfe']:.2f} | {kl}{note} | [{r['kl_low']:+.2g}, {r['kl_high']:+.2g}]"
                      f" | {extra} | {r['invalid']:.1%} [{r['invalid_low']:.1%}, {r['invalid_high']:.1%}] | "
-                     f"{r['bits_per_char_truth']:.3f} |")
+                     f"{r['bits_per_char_truth']:.3f} | {r['forward_kl']:.3g} [{r['forward_kl_low']:+.2g}, "
+                     f"{r['forward_kl_high']:+.2g}] | {r['bound_sum_per_token']:.4f} |")
     lines += ["", "Where a share of samples is invalid, KL is infinite and the interval is that of the valid "
               "samples' mean log q - log p.", ""]
     if versus:

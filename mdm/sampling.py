@@ -301,17 +301,17 @@ def _shard_slots(s: "SamplerState", slots: int) -> "SamplerState":
 
 def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
              cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
-             with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
+             with_trace: bool = False, first_example: int | jax.Array = 0, replay: bool = False) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows (jitted: one
     compile per apply_fn, rule structure, slots and shapes; the numeric knobs are traced)."""
     return _generate(apply_fn, params, tokens_NxL, answer_mask_NxL, cfg.structure(), cfg.knobs(), seed, slots,
-                     with_trace, first_example)
+                     with_trace, first_example, replay)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace", "replay"))
 def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
               structure: Structure, knobs: dict, seed: int | jax.Array = 0, slots: int | None = None,
-              with_trace: bool = False, first_example: int | jax.Array = 0) -> dict:
+              with_trace: bool = False, first_example: int | jax.Array = 0, replay: bool = False) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows.
 
     apply_fn: see `forward`; MASK is token id V. Prompt tokens (answer_mask False) are kept.
@@ -320,9 +320,13 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
     stream whatever the batching. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
     call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`,
     confidence [N, L] (each position's top probability when it was unmasked) and per example
-    and NFE [S, N]: unmasked (count), bound (sum H - max H of the set), mean_entropy and
+    and NFE [S, N]: unmasked (count), bound (sum H - max H of the set), mean_entropy,
     model_error (sum over the set of -log q(reference token), the reference being the input's
-    token at the position; entries past an example's NFE are 0).
+    token at the position) and log_q (sum over the set of the log-probability of the tokens
+    placed, under the distribution they were drawn from); entries past an example's NFE are 0.
+    With `replay`, every chosen position takes the input's own token instead of a draw: the
+    rule walks that answer's own trajectory, and log_q sums to log q(answer), the sampler's
+    probability of it (exact when the order follows from the revealed tokens).
     """
     n, length = tokens_NxL.shape
     slots = n if slots is None else min(slots, n)
@@ -382,7 +386,8 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
                         s.block_step_B)
         chosen = chosen & active_B[:, None]
         block_done_B = ~(eligible & ~chosen).any(-1)
-        new_tokens = draw_tokens(cfg, logits_BxLxV, token_keys)
+        reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
+        new_tokens = reference_BxL if replay else draw_tokens(cfg, logits_BxLxV, token_keys)
         called = chosen.any(-1)  # a step that unmasks nothing needs no model call
         s_trace, confidence = s.trace, s.confidence_BxL
         if with_trace:
@@ -390,9 +395,8 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
             count = chosen.sum(-1)
             # The answers hold a unique solution: the true conditional is a point mass on the
             # reference token, and the paper's model-error term is -log q(reference).
-            reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
             nll_BxL = -jnp.take_along_axis(stats["logp"], jnp.clip(reference_BxL, 0, vocab - 1)[..., None], -1)[..., 0]
-            # log q of the drawn tokens under the distribution they were drawn from: summed over
+            # log q of the placed tokens under the distribution they were drawn from: summed over
             # an example's steps, its exact log-likelihood under the sampler when the order is a
             # function of the revealed tokens (every rule but random and ancestral)
             drawn_logp_BxL = jnp.take_along_axis(stats["logp"], new_tokens[..., None], -1)[..., 0]
@@ -458,23 +462,23 @@ def model_fn_from(graphdef, params, schedule: str = "linear") -> ModelFn:
 _COMPILED: dict = {}
 
 
-def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example):
+def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example, replay=False):
     """`generate` compiled ahead of time, once per function, rule, slots and shapes: training's
     periodic eval and repeated evaluations reuse it (the last 16 are kept)."""
     shapes = lambda tree: tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
-    key = (apply_fn, cfg.structure(), slots, with_trace, jax.tree.structure(params), shapes(params),
+    key = (apply_fn, cfg.structure(), slots, with_trace, replay, jax.tree.structure(params), shapes(params),
            shapes((tokens_NxL, answer_NxL)), type(seed))
     if key not in _COMPILED:
         if len(_COMPILED) >= 16:
             _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = _generate.lower(apply_fn, params, tokens_NxL, answer_NxL, cfg.structure(), cfg.knobs(),
-                                         seed, slots, with_trace, first_example).compile()
+                                         seed, slots, with_trace, first_example, replay).compile()
     return _COMPILED[key]
 
 
 def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
-                 batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int
-                 ) -> tuple[dict[str, np.ndarray], float]:
+                 batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int,
+                 replay: bool = False) -> tuple[dict[str, np.ndarray], float]:
     """Per-example outputs of `generate` for rows that are examples first_example, ... of the
     data set (trace transposed to [N, S]), and the wall time of sampling alone."""
     apply_fn, params = model_fn
@@ -494,7 +498,7 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
         replicated = NamedSharding(sharding.mesh, PartitionSpec())
         params, tokens, answer_mask = jax.device_put((params, tokens, answer_mask), replicated)
     compiled = _compiled(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
-                         with_trace, offset(batches[0]))
+                         with_trace, offset(batches[0]), replay)
     start_time = time.perf_counter()
     knobs = cfg.knobs()
     parts = [compiled(params, tokens[idx], answer_mask[idx], knobs, seed, offset(idx)) for idx in batches]
@@ -512,8 +516,9 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
 
 
 def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256,
-             seed: int = 0, refill: bool = True, with_trace: bool = False) -> dict:
-    """Samples every example of `split` and checks the answers with the task's checker.
+             seed: int = 0, refill: bool = True, with_trace: bool = False, replay: bool = False) -> dict:
+    """Samples every example of `split` and checks the answers with the task's checker
+    (`replay`: walks each example's own answer instead of sampling, see `generate`).
 
     The sampler is compiled ahead of time, so wall_s times sampling alone. Without `refill`,
     plain batches of `batch_size` (the last one padded) run one after another. With several
@@ -527,9 +532,10 @@ def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256
     start, end = distributed.shard_range(n, jax.process_index(), jax.process_count())
     if end > start:
         rows, wall = _sample_rows(model_fn, split.tokens[start:end], split.answer_mask[start:end], cfg,
-                                  batch_size, seed, refill, with_trace, start)
+                                  batch_size, seed, refill, with_trace, start, replay)
     else:  # more processes than examples: this one has none, but joins the gather
-        one, _ = _sample_rows(model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0)
+        one, _ = _sample_rows(model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0,
+                              replay)
         one.update(iterations=0)
         rows, wall = {k: (v[:0] if isinstance(v, np.ndarray) else v) for k, v in one.items()}, 0.0
     iterations, slots = rows.pop("iterations"), rows.pop("slots")  # this process's, like wall_s
