@@ -178,21 +178,20 @@ class LatinTask(Task):
             members = np.flatnonzero(set_SxL[s])
             if not len(fits) or not len(members):
                 continue
-            codes = np.ravel_multi_index(fits[:, members].T.astype(np.int64), (self.n,) * len(members))
-            joint = np.bincount(codes, minlength=self.n ** len(members)).astype(np.float64)
-            joint /= joint.sum()
-            joint = joint.reshape((self.n,) * len(members))
-            margs = [joint.sum(axis=tuple(j for j in range(len(members)) if j != i)) for i in range(len(members))]
+            # the joint is supported on the consistent squares' values: no dense table of n^|U|
+            configs, counts = np.unique(fits[:, members], axis=0, return_counts=True)
+            joint = counts / counts.sum()
+            margs = [np.bincount(fits[:, m], minlength=self.n) / len(fits) for m in members]
             h = np.array([-(m[m > 0] * np.log(m[m > 0])).sum() for m in margs])
             out["sum_h"][s], out["max_h"][s] = h.sum(), h.max()
             if len(members) < 2:
                 continue
-            product = functools.reduce(np.multiply.outer, margs)
-            keep = joint > 0
-            out["tc"][s] = float((joint[keep] * np.log(joint[keep] / product[keep])).sum())
-            on = product > 0
-            out["kl_product"][s] = np.inf if (on & ~keep).any() else \
-                float((product[on] * np.log(product[on] / joint[on])).sum())
+            out["tc"][s] = float(h.sum() + (joint * np.log(joint)).sum())
+            product = np.prod([margs[i][configs[:, i]] for i in range(len(members))], axis=0)
+            support = np.prod([(m > 0).sum() for m in margs], dtype=float)
+            # the product can draw every combination of its marginals' symbols; the truth only these
+            out["kl_product"][s] = np.inf if support > len(configs) else \
+                float((product * np.log(product / joint)).sum())
         return out
 
     def parse(self, text: str) -> tuple[np.ndarray, np.ndarray]:
