@@ -41,8 +41,9 @@ def _sha256(path: pathlib.Path) -> str:
 def export(workdir: str, out: str, command: str, dtype: str = "float32") -> dict:
     """Writes out/params.msgpack (EMA parameters, cast to `dtype`) and out/manifest.json.
 
-    The manifest's results are the rows of <workdir>/sample_results.json when sample.py has
-    written one (what was measured on this checkpoint), else the last eval of metrics.jsonl.
+    The manifest's results are the rows of <workdir>/sample_results.json and sample_kl.json when
+    sample.py has written them (what was measured on this checkpoint), else the last eval of
+    metrics.jsonl.
     """
     from flax import serialization
 
@@ -75,9 +76,10 @@ def export(workdir: str, out: str, command: str, dtype: str = "float32") -> dict
 
 
 def _measured(workdir: pathlib.Path) -> dict:
-    rows = workdir / "sample_results.json"
-    if rows.is_file():
-        return {"sample_results": json.loads(rows.read_text())}
+    found = {name: json.loads((workdir / f"{name}.json").read_text())
+             for name in ("sample_results", "sample_kl") if (workdir / f"{name}.json").is_file()}
+    if found:  # what sample.py measured on this checkpoint (sample_kl: KL against a known truth)
+        return found
     evals = []
     if (workdir / "metrics.jsonl").is_file():
         for line in (workdir / "metrics.jsonl").read_text().splitlines():
