@@ -6,7 +6,10 @@ valid squares (the solve rate) and, at temperature 1, by KL(q || uniform over th
 (python sample.py --workdir runs/latin5_quick --temperature 1 --gamma 0,0.1,1).
 
   python train.py --config configs/latin.py:quick --workdir runs/latin5_quick
-      Results: docs/results.md ("Latin squares").
+      0.8M parameters, 3,000 steps x 64 = 192,000 examples: 17 min 40 s at a mean logged
+      3.39 steps/s (2.4-4.5 over the run), measured while other jobs shared the 2 cores, so
+      alone it is faster; training's eval on 256 validation prompts, argmax: top-1 100% valid at
+      17.3 model calls, EB gamma=0.1 96.1% at 6.1. The study on it: docs/results.md ("Latin squares").
 """
 from mdm.config import apply_preset, base_config
 
