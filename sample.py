@@ -190,7 +190,7 @@ def main(argv):
                                            preamble=preamble)
             print(result["report"])
             print(f"study written to {out_dir}: exact_report.md, exact_results.csv, exact_dependence.csv, "
-                  f"exact_steps.csv, kl_frontier.png, tc_bound.png")
+                  f"exact_eb_vs_rivals.csv, exact_steps.csv.gz, kl_frontier.png, tc_bound.png, exact_summary.png")
             return
         if _STUDY.value:  # the study config says how many examples
             study.validate_study(_STUDY_CONFIG.value)

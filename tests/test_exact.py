@@ -136,7 +136,7 @@ def test_latin_exact_study_end_to_end(tmp_path):
     assert rows["topk k=1 (confidence)"]["invalid"] == 0  # exact marginals one at a time: always valid
     assert rows["topk k=1 (confidence)"]["kl_per_char"] == pytest.approx(0, abs=1e-4)
     assert all(d["tc_above_bound"] == 0 for d in result["dependence"])
-    for name in ("exact_report.md", "exact_results.csv", "exact_steps.csv", "kl_frontier.png", "tc_bound.png"):
+    for name in ("exact_report.md", "exact_results.csv", "exact_steps.csv.gz", "exact_summary.png", "kl_frontier.png", "tc_bound.png"):
         assert (tmp_path / name).exists()
     assert "## KL(q || p) against NFE" in (tmp_path / "exact_report.md").read_text()
 
