@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from mdm import report, sampling
+from mdm import report, sampling, stats
 from mdm.sampling import SamplerConfig
 
 Z95 = 1.959963984540054
@@ -135,16 +135,23 @@ def format_kl_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _paired_mean(d: np.ndarray, chars: float, prefix: str = "") -> dict:
+    if not np.isfinite(d).all() or len(d) < 2:
+        return {f"{prefix}difference": math.nan, f"{prefix}low": math.nan, f"{prefix}high": math.nan}
+    mean, se = float(d.mean()) / chars, float(d.std(ddof=1) / math.sqrt(len(d))) / chars
+    return {f"{prefix}difference": mean, f"{prefix}low": mean - Z95 * se, f"{prefix}high": mean + Z95 * se}
+
+
 def paired_kl(out_a: dict, out_b: dict, answer_chars: np.ndarray) -> dict:
     """KL(q_a || p) - KL(q_b || p) per answer token from the same prompts: the mean of the
     per-prompt differences of log q - log p, with a 95% interval from their standard error
-    (pairing removes the prompts' own spread); nan where either has an invalid sample."""
-    d = (out_a["log_q"] - out_a["log_p"]) - (out_b["log_q"] - out_b["log_p"])
+    (pairing removes the prompts' own spread); nan where either has an invalid sample. With
+    replayed answers (log_q_true), also KL(p || q_a) - KL(p || q_b) (forward_*), always finite."""
     chars = float(np.mean(answer_chars))
-    if not np.isfinite(d).all():
-        return {"difference": math.nan, "low": math.nan, "high": math.nan}
-    mean, se = float(d.mean()) / chars, float(d.std(ddof=1) / math.sqrt(len(d))) / chars
-    return {"difference": mean, "low": mean - Z95 * se, "high": mean + Z95 * se}
+    out = _paired_mean((out_a["log_q"] - out_a["log_p"]) - (out_b["log_q"] - out_b["log_p"]), chars)
+    if "log_q_true" in out_a and "log_q_true" in out_b:
+        out.update(_paired_mean(out_b["log_q_true"] - out_a["log_q_true"], chars, "forward_"))
+    return out
 
 
 def eb_against_rivals(rows: list[dict], outputs: dict, answer_chars: np.ndarray) -> list[dict]:
@@ -162,10 +169,14 @@ def eb_against_rivals(rows: list[dict], outputs: dict, answer_chars: np.ndarray)
         if not cheaper:
             continue
         e = max(cheaper, key=lambda e: e["mean_nfe"])
-        p = paired_kl(outputs[by_setting[e["setting"]]], outputs[by_setting[r["setting"]]], answer_chars)
+        a, b = outputs[by_setting[e["setting"]]], outputs[by_setting[r["setting"]]]
+        valid = stats.paired(np.isfinite(a["log_p"]), np.isfinite(b["log_p"]))  # share of valid samples
         out.append({"eb": e["setting"], "eb_nfe": e["mean_nfe"], "eb_kl": e["kl_per_char"],
+                    "eb_forward_kl": e["forward_kl"], "eb_invalid": e["invalid"],
                     "rival": r["setting"], "rival_nfe": r["mean_nfe"], "rival_kl": r["kl_per_char"],
-                    "rival_kl_exact": r["log_q_exact"], **p})
+                    "rival_forward_kl": r["forward_kl"], "rival_invalid": r["invalid"],
+                    "rival_kl_exact": r["log_q_exact"], **paired_kl(a, b, answer_chars),
+                    "valid_difference": valid["difference"], "valid_low": valid["low"], "valid_high": valid["high"]})
     return out
 
 
@@ -358,22 +369,33 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
     if versus:
         lines += ["## EB against the other rules at no more model calls (paired over the same prompts)", "",
                   "For each setting of another rule, the EB setting of the grid with the most calls that does not "
-                  "exceed its mean NFE; the difference of KL per token (EB minus the rival; negative: EB is closer "
-                  "to the truth) with its 95% interval. A random order's KL is an upper bound (marked *), so "
-                  "against it only a positive difference is conclusive.", "",
-                  "| rival | NFE | KL | EB | NFE | KL | EB - rival [95% CI] |", "|---|---|---|---|---|---|---|"]
+                  "exceed its mean NFE; differences EB minus the rival with 95% intervals: KL(q‖p) and KL(p‖q) per "
+                  "token (negative: EB is closer to the truth), and the share of valid samples in points (Bonett-"
+                  "Price; positive: EB's are valid more often). A random order's KL is an upper bound (marked *), "
+                  "so against it only a positive KL difference is conclusive.", "",
+                  "| rival | NFE | KL(q‖p) | KL(p‖q) | invalid | EB | NFE | KL(q‖p) | KL(p‖q) | invalid | "
+                  "EB - rival: KL(q‖p) | KL(p‖q) | valid, points |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def ci(v, key, scale=1.0, digits=4):
+            d = v[f"{key}difference"]
+            return "-" if math.isnan(d) else (f"{scale * d:+.{digits}f} [{scale * v[f'{key}low']:+.{digits}f}, "
+                                              f"{scale * v[f'{key}high']:+.{digits}f}]")
+
         for v in versus:
-            diff = "-" if math.isnan(v["difference"]) else f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
             star = "" if v["rival_kl_exact"] else "*"
-            lines.append(f"| {v['rival']} | {v['rival_nfe']:.2f} | {v['rival_kl']:.4f}{star} | {v['eb']} | "
-                         f"{v['eb_nfe']:.2f} | {v['eb_kl']:.4f} | {diff} |")
+            lines.append(f"| {v['rival']} | {v['rival_nfe']:.2f} | {v['rival_kl']:.4f}{star} | "
+                         f"{v['rival_forward_kl']:.4f}{star} | {v['rival_invalid']:.1%} | {v['eb']} | {v['eb_nfe']:.2f} | "
+                         f"{v['eb_kl']:.4f} | {v['eb_forward_kl']:.4f} | {v['eb_invalid']:.1%} | {ci(v, '')} | "
+                         f"{ci(v, 'forward_')} | {ci(v, 'valid_', 100, 1)} |")
         lines.append("")
     lines += [f"## The bound against the truth's total correlation (EB: every example; top-k and threshold: the "
               f"first {study.tightness_examples})",
               "", "Per step that unmasked two or more positions: the bound is sum H - max H of the distributions "
               "the sampler used; TC is the truth's total correlation of the set given the tokens visible before "
               "the step, KL(prod || joint) the error in the direction a sampler that draws the set independently "
-              "incurs (infinite where the product can draw what the truth rules out). Exact for sets of "
+              "incurs (infinite where the product can draw what the truth rules out). For a trained model the bound "
+              "comes from the model's entropies, so the truth's TC may exceed it; only for the exact denoiser is "
+              "TC <= bound a theorem. Exact for sets of "
               f"<= {study.get('exact_max', 2)} positions (text) or always (Latin squares); larger text sets: a "
               f"Monte Carlo mean over {study.get('exact_samples', 64)} exact draws (TC above the bound counts only "
               "beyond 3 standard errors).", "",
