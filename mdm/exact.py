@@ -28,9 +28,8 @@ def has_truth(task) -> bool:
 
 def check_temperature(cfg: SamplerConfig) -> None:
     if cfg.temperature == 0:
-        raise ValueError("KL(q || p) is undefined at temperature 0 (the sampler then gives each prompt one "
-                         "answer, which has probability 0 almost everywhere under q's support); use "
-                         "--temperature 1")
+        raise ValueError("KL(q || p) is undefined at temperature 0 (the sampler then gives each prompt a single "
+                         "answer, a point mass); use --temperature 1")
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
