@@ -1,7 +1,6 @@
 """The study against a known truth: the sampler's log q(x), KL(q || p), and the exact TC next to EB's bound."""
 import collections
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

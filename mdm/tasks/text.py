@@ -327,8 +327,6 @@ class TextTask(Task):
 
     def log_prob(self, tokens: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
         """[N] exact log p(answer | prompt) = log p(x) - log p(prompt) under the chain."""
-        import jax.numpy as jnp
-
         params = chain_params(self.chain())
         tokens = np.atleast_2d(tokens)
         prompt_z = _batched_log_evidence(params, tokens, ~np.atleast_2d(answer_mask))
