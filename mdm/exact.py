@@ -413,86 +413,67 @@ def markdown(rows: list[dict], dependence: list[dict], study, n_examples: int, t
     return "\n".join(lines)
 
 
-def plot_kl_frontier(rows: list[dict], path) -> None:
-    """KL(q || p) per token against mean NFE, one curve per rule, with 95% intervals."""
-    plt, fig, ax = report._figure((7, 4.5))
-    styles = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}
+STYLES = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}
+
+
+def _draw_kl(ax, rows: list[dict]) -> None:
+    """KL(q || p) per token against mean NFE on `ax`, one curve per rule, with 95% intervals."""
+    from matplotlib import ticker
+
     for rule in dict.fromkeys(r["rule"] for r in rows):
         group = sorted([r for r in rows if r["rule"] == rule and math.isfinite(r["kl_per_char"])],
                        key=lambda r: r["mean_nfe"])
-        if not group:
-            continue
-        x = [r["mean_nfe"] for r in group]
-        y = [r["kl_per_char"] for r in group]
-        err = [Z95 * r["kl_se"] for r in group]
-        label = rule + ("" if group[0]["log_q_exact"] else " (upper bound)")
-        ax.errorbar(x, y, yerr=err, fmt=styles.get(rule, "-o"), ms=4, capsize=2, label=label)
+        if group:
+            ax.errorbar([r["mean_nfe"] for r in group], [r["kl_per_char"] for r in group],
+                        yerr=[Z95 * r["kl_se"] for r in group], fmt=STYLES.get(rule, "-o"), ms=4, capsize=2,
+                        label=rule + ("" if group[0]["log_q_exact"] else " (upper bound)"))
     ax.axhline(0, color="k", lw=0.8)
-    report._finish(plt, fig, ax, path, "mean NFE per example", "KL(q || p), nats per answer token", legend=8,
-                   logx=True)
+    ax.set(xscale="log", xlabel="mean NFE per example", ylabel="KL(q || p), nats per answer token")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=2))
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
-def plot_tc_bound(all_steps, path) -> None:
-    """Each EB step's truth TC against the sampler's bound (log-log), with the line TC = bound."""
-    plt, fig, ax = report._figure((5.5, 5))
-    lo, hi = 1e-6, 1e-6
-    for cfg, s in all_steps:
-        if cfg.rule != "eb" or not len(s["tc"]):
-            continue
-        keep = (s["bound"] > 1e-6) & (s["tc"] > 1e-9)
-        if not keep.any():
-            continue
-        ax.scatter(s["bound"][keep], s["tc"][keep], s=6, alpha=0.5, label=f"gamma={cfg.gamma:g}")
-        lo, hi = min(lo, s["tc"][keep].min(), s["bound"][keep].min()), max(hi, s["bound"][keep].max())
-    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="TC = bound")
-    ax.set_yscale("log")
-    report._finish(plt, fig, ax, path, "EB's bound: sum H - max H (nats)", "truth's total correlation TC (nats)",
-                   legend=7, logx=True)
-
-
-def plot_summary(rows: list[dict], all_steps, path, task_name: str) -> None:
-    """README's figure: each EB step's truth TC against its bound (left) and KL against NFE per
-    rule (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+def _draw_tc(ax, all_steps) -> None:
+    """Each EB step's truth TC against its bound on `ax` (log-log), with the line TC = bound."""
     lo, hi = 1e-5, 1e-5
     for cfg, s in all_steps:
         if cfg.rule != "eb" or not len(s["tc"]):
             continue
         keep = s["bound"] > 1e-6
         if keep.any():
-            tc = np.maximum(s["tc"][keep], 1e-7)
-            left.scatter(s["bound"][keep], tc, s=6, alpha=0.5, label=f"EB gamma={cfg.gamma:g}")
-            hi = max(hi, s["bound"][keep].max())
-            lo = min(lo, s["bound"][keep].min())
-    left.plot([lo, hi], [lo, hi], "k-", lw=1, label="TC = bound")
-    left.set(xscale="log", yscale="log", xlabel="EB's bound sum H - max H (nats)",
-             ylabel="true total correlation of the set (nats; < 1e-7 drawn at 1e-7)",
-             title=f"{task_name}: every EB step of 2+ tokens")
-    left.legend(fontsize=7)
-    left.grid(alpha=0.3)
-    styles = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}
-    for rule in dict.fromkeys(r["rule"] for r in rows):
-        group = sorted([r for r in rows if r["rule"] == rule and math.isfinite(r["kl_per_char"])],
-                       key=lambda r: r["mean_nfe"])
-        if group:
-            right.errorbar([r["mean_nfe"] for r in group], [r["kl_per_char"] for r in group],
-                           yerr=[Z95 * r["kl_se"] for r in group], fmt=styles.get(rule, "-o"), ms=4, capsize=2,
-                           label=rule + ("" if group[0]["log_q_exact"] else " (upper bound)"))
-    right.axhline(0, color="k", lw=0.8)
-    right.set(xscale="log", xlabel="mean NFE per example", ylabel="KL(q || p), nats per answer token",
-              title="error against speed (temperature 1)")
-    from matplotlib import ticker
+            ax.scatter(s["bound"][keep], np.maximum(s["tc"][keep], 1e-7), s=6, alpha=0.5, label=f"EB gamma={cfg.gamma:g}")
+            hi, lo = max(hi, s["bound"][keep].max()), min(lo, s["bound"][keep].min())
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="TC = bound")
+    ax.set(xscale="log", yscale="log", xlabel="EB's bound sum H - max H (nats)",
+           ylabel="true total correlation of the set (nats; < 1e-7 drawn at 1e-7)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
-    right.xaxis.set_major_locator(ticker.LogLocator(base=2))
-    right.xaxis.set_major_formatter(ticker.ScalarFormatter())
-    right.xaxis.set_minor_formatter(ticker.NullFormatter())
-    right.legend(fontsize=7)
-    right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+
+def plot_kl_frontier(rows: list[dict], path) -> None:
+    """KL(q || p) per token against mean NFE, one curve per rule, with 95% intervals."""
+    plt, fig, ax = report._figure((7, 4.5))
+    _draw_kl(ax, rows)
+    report._save(plt, fig, path)
+
+
+def plot_tc_bound(all_steps, path) -> None:
+    """Each EB step's truth TC against the sampler's bound (log-log), with the line TC = bound."""
+    plt, fig, ax = report._figure((5.5, 5))
+    _draw_tc(ax, all_steps)
+    report._save(plt, fig, path)
+
+
+def plot_summary(rows: list[dict], all_steps, path, task_name: str) -> None:
+    """README's figure: each EB step's truth TC against its bound (left) and KL against NFE per
+    rule (right)."""
+    plt, fig, (left, right) = report._figure((11, 4.3), ncols=2)
+    _draw_tc(left, all_steps)
+    left.set_title(f"{task_name}: every EB step of 2+ tokens")
+    _draw_kl(right, rows)
+    right.set_title("error against speed (temperature 1)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -192,13 +192,13 @@ def _paths_section(paths: list[dict]) -> list[str]:
 
 # ----------------------------------------------------------------------------- figures
 
-def _figure(size):
+def _figure(size, ncols: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=size)
+    return plt, *plt.subplots(1, ncols, figsize=size)
 
 
 def _finish(plt, fig, ax, path, xlabel: str, ylabel: str, legend: int | None = None, logx: bool = False) -> None:
