@@ -29,50 +29,80 @@ from ml_collections import config_flags
 from mdm.cli import STUDY_CONFIG, parse_flags, quiet_libraries
 from mdm.sampling import RULE_PARAMS, SamplerConfig
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding checkpoints/ (from train.py), pretrained/<name>, "
-                               "or exact:<data set> (the exact denoiser of a task with a known truth, "
-                               "e.g. exact:text, exact:latin5).")
-_OUT = flags.DEFINE_string("out", "", "Where results and study files go (default: the workdir; "
-                           "runs/exact_<data set> for exact:<data set>).")
-_SAMPLER = flags.DEFINE_enum("sampler", "eb", list(RULE_PARAMS),
-                             "Selection rule (random: a fixed count per step in random order; "
-                             "ancestral: MDLM/MD4 ancestral sampling).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run folder holding checkpoints/ (from train.py), pretrained/<name>, "
+    "or exact:<data set> (the exact denoiser of a task with a known truth, "
+    "e.g. exact:text, exact:latin5).",
+)
+_OUT = flags.DEFINE_string(
+    "out", "", "Where results and study files go (default: the workdir; runs/exact_<data set> for exact:<data set>)."
+)
+_SAMPLER = flags.DEFINE_enum(
+    "sampler",
+    "eb",
+    list(RULE_PARAMS),
+    "Selection rule (random: a fixed count per step in random order; ancestral: MDLM/MD4 ancestral sampling).",
+)
 _GAMMA = flags.DEFINE_list("gamma", ["0.1"], "EB budgets, e.g. 0,0.01,0.1,1 (sampler eb).")
 _K = flags.DEFINE_list("k", ["1"], "Positions per step (sampler topk).")
 _TAU = flags.DEFINE_list("tau", ["0.9"], "Confidence thresholds in (0, 1] (sampler threshold).")
-_STEPS = flags.DEFINE_list("steps", ["16"], "Schedule steps (samplers random and ancestral; per block "
-                           "with --block_size).")
+_STEPS = flags.DEFINE_list(
+    "steps", ["16"], "Schedule steps (samplers random and ancestral; per block with --block_size)."
+)
 _PROXY = flags.DEFINE_list("proxy", ["confidence"], "Error proxies: confidence, margin, entropy.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = argmax (the paper's setting).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass when temperature > 0.")
 _BLOCK = flags.DEFINE_integer("block_size", 0, "Semi-autoregressive block of answer positions (0: off).")
 _EXAMPLES = flags.DEFINE_integer("examples", 0, "Examples to use (0: the whole split).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Held-out split: validation to choose "
-                           "a setting (e.g. gamma), test to report it.")
+_SPLIT = flags.DEFINE_enum(
+    "split",
+    "test",
+    ["test", "validation"],
+    "Held-out split: validation to choose a setting (e.g. gamma), test to report it.",
+)
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Model rows (slots) per step.")
 _REFILL = flags.DEFINE_bool("refill", True, "Stream examples into finished slots.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_SHOW = flags.DEFINE_integer("show", 0, "Print this many test examples as sampled by the first "
-                              "setting: Sudoku grids with fill steps, mazes as drawings.")
-_DATASET = flags.DEFINE_string("dataset", "", "Evaluate on another data set of the same task, "
-                               "e.g. sudoku_minimal (default: the checkpoint's).")
+_SHOW = flags.DEFINE_integer(
+    "show",
+    0,
+    "Print this many test examples as sampled by the first setting: Sudoku grids with fill steps, mazes as drawings.",
+)
+_DATASET = flags.DEFINE_string(
+    "dataset", "", "Evaluate on another data set of the same task, e.g. sudoku_minimal (default: the checkpoint's)."
+)
 _PUZZLE = flags.DEFINE_string("puzzle", "", "One Sudoku, 81 characters, 0 or . for blanks.")
-_PUZZLE_FILE = flags.DEFINE_string("puzzle_file", "", "Evaluate on a file of Sudoku puzzles instead of the "
-                                   "test split: 81 characters a line, optionally ',solution'.")
+_PUZZLE_FILE = flags.DEFINE_string(
+    "puzzle_file",
+    "",
+    "Evaluate on a file of Sudoku puzzles instead of the test split: 81 characters a line, optionally ',solution'.",
+)
 _STUDY = flags.DEFINE_bool("study", False, "Run the study: every rule's frontier, the bound, the limit.")
-_STUDY_CONFIG = config_flags.DEFINE_config_file("study_config", None, "Grids of the study, e.g. "
-                                                "configs/study.py:quick (default: configs/study.py:full).")
-_WANDB = flags.DEFINE_enum("wandb_mode", "", ["", "disabled", "offline", "online"],
-                           "Send study tables and figures to wandb (default: the checkpoint's setting).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0 "
-                                   "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
-                                   "are detected without them).")
+_STUDY_CONFIG = config_flags.DEFINE_config_file(
+    "study_config", None, "Grids of the study, e.g. configs/study.py:quick (default: configs/study.py:full)."
+)
+_WANDB = flags.DEFINE_enum(
+    "wandb_mode",
+    "",
+    ["", "disabled", "offline", "online"],
+    "Send study tables and figures to wandb (default: the checkpoint's setting).",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    "",
+    "Several processes: host:port of process 0 "
+    "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
+    "are detected without them).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
 flags.mark_flag_as_required("workdir")
 
 
 # ----------------------------------------------------------------------------- what the flags ask for
+
 
 def sampler_settings(rule: str, values: dict[str, list], proxies: list[str], **common) -> list[SamplerConfig]:
     """One SamplerConfig per value of the rule's parameter and per proxy; `values` maps
@@ -98,8 +128,10 @@ def examples_for(config, dataset: str = "", puzzle_file: str = "", split: str = 
         return puzzle_file, data.Split(tokens, answer_mask, {}, task), f"{puzzle_file}: {summary}"
     if dataset:
         if dataset not in data.DATASETS or data.DATASETS[dataset].task != task:
-            raise ValueError(f"--dataset {dataset!r} is not a data set of this checkpoint's task "
-                             f"({config.data.name}); known: {', '.join(data.DATASETS)}")
+            raise ValueError(
+                f"--dataset {dataset!r} is not a data set of this checkpoint's task "
+                f"({config.data.name}); known: {', '.join(data.DATASETS)}"
+            )
         return dataset, data.load(dataset, split, config.data.data_dir or None), ""
     return config.data.name, data.load_for(config, split), ""
 
@@ -109,8 +141,10 @@ def show(split, out: dict, cfg: SamplerConfig, count: int) -> str:
     parts = []
     for i in range(min(count, len(split))):
         solved = "solved" if out["solved"][i] else "NOT solved"
-        parts.append(f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}\n"
-                     + split.task.render(out["tokens"][i], split.answer_mask[i], out["fill_step"][i]))
+        parts.append(
+            f"\nexample {i} ({cfg.describe()}): {out['nfe'][i]} model calls, {solved}\n"
+            + split.task.render(out["tokens"][i], split.answer_mask[i], out["fill_step"][i])
+        )
     return "\n".join(parts)
 
 
@@ -125,9 +159,11 @@ def solve_one(model_fn, task, text: str, cfg: SamplerConfig, seed: int = 0) -> t
 
     out = sampling.evaluate(model_fn, split, cfg, batch_size=1)
     solved = bool(out["solved"][0])
-    header = (f"{cfg.describe()}: {int(out['nfe'][0])} model calls, "
-              f"{'a valid solution' if solved else 'NOT a valid solution'}; "
-              f"(n) = the call that filled the cell, clues have none")
+    header = (
+        f"{cfg.describe()}: {int(out['nfe'][0])} model calls, "
+        f"{'a valid solution' if solved else 'NOT a valid solution'}; "
+        f"(n) = the call that filled the cell, clues have none"
+    )
     return header + "\n" + task.render(out["tokens"][0], answer_mask, out["fill_step"][0]), solved
 
 
@@ -162,18 +198,31 @@ def main(argv):
 
         task = data.DATASETS[config.data.name].task
         if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not (_PUZZLE.value or _STUDY.value):
-            raise ValueError(f"the {task.name} task is judged by KL(q || p), which is undefined at "
-                             f"--temperature 0 (each prompt then gets one answer); use --temperature 1")
-        values = {"gamma": _numbers("gamma", _GAMMA.value, float), "k": _numbers("k", _K.value, int),
-                  "tau": _numbers("tau", _TAU.value, float), "steps": _numbers("steps", _STEPS.value, int)}
-        settings = sampler_settings(_SAMPLER.value, values, _PROXY.value, temperature=_TEMPERATURE.value,
-                                          top_p=_TOP_P.value, block_size=_BLOCK.value,
-                                          schedule=config.diffusion.schedule)
+            raise ValueError(
+                f"the {task.name} task is judged by KL(q || p), which is undefined at "
+                f"--temperature 0 (each prompt then gets one answer); use --temperature 1"
+            )
+        values = {
+            "gamma": _numbers("gamma", _GAMMA.value, float),
+            "k": _numbers("k", _K.value, int),
+            "tau": _numbers("tau", _TAU.value, float),
+            "steps": _numbers("steps", _STEPS.value, int),
+        }
+        settings = sampler_settings(
+            _SAMPLER.value,
+            values,
+            _PROXY.value,
+            temperature=_TEMPERATURE.value,
+            top_p=_TOP_P.value,
+            block_size=_BLOCK.value,
+            schedule=config.diffusion.schedule,
+        )
         if _PUZZLE.value:
             from mdm import data
 
-            text, solved = solve_one(model_fn, data.DATASETS[config.data.name].task, _PUZZLE.value,
-                                           settings[0], _SEED.value)
+            text, solved = solve_one(
+                model_fn, data.DATASETS[config.data.name].task, _PUZZLE.value, settings[0], _SEED.value
+            )
             print(text)
             sys.exit(0 if solved else 1)
         name, split, note = examples_for(config, _DATASET.value, _PUZZLE_FILE.value, _SPLIT.value)
@@ -186,27 +235,39 @@ def main(argv):
                 held_out = split.take(slice(0, min(_STUDY_CONFIG.value.examples, len(split))))
                 preamble = exact.format_elbo(exact.elbo_against_truth(graphdef, params, config, held_out))
                 print(preamble)
-            result = exact.run_exact_study(model_fn, split, _STUDY_CONFIG.value, out_dir if primary else tempfile.mkdtemp(),
-                                           preamble=preamble)
+            result = exact.run_exact_study(
+                model_fn, split, _STUDY_CONFIG.value, out_dir if primary else tempfile.mkdtemp(), preamble=preamble
+            )
             print(result["report"])
-            print(f"study written to {out_dir}: exact_report.md, exact_results.csv, exact_dependence.csv, "
-                  f"exact_eb_vs_rivals.csv, exact_steps.csv.gz, kl_frontier.png, tc_bound.png, exact_summary.png")
+            print(
+                f"study written to {out_dir}: exact_report.md, exact_results.csv, exact_dependence.csv, "
+                f"exact_eb_vs_rivals.csv, exact_steps.csv.gz, kl_frontier.png, tc_bound.png, exact_summary.png"
+            )
             return
         if _STUDY.value:  # the study config says how many examples
             study.validate_study(_STUDY_CONFIG.value)
             if _WANDB.value:
                 config.wandb.mode = _WANDB.value
-            writers = metrics.make_writers(_WORKDIR.value, config.wandb, config.to_dict(), stdout=False,
-                                           jsonl_name="study_metrics.jsonl", primary=primary)
+            writers = metrics.make_writers(
+                _WORKDIR.value,
+                config.wandb,
+                config.to_dict(),
+                stdout=False,
+                jsonl_name="study_metrics.jsonl",
+                primary=primary,
+            )
             study_dir = out_dir if primary else tempfile.mkdtemp()  # only process 0's files are kept
             try:
-                result = study.run_study(model_fn, split, _STUDY_CONFIG.value, study_dir, writers,
-                                         schedule=config.diffusion.schedule)
+                result = study.run_study(
+                    model_fn, split, _STUDY_CONFIG.value, study_dir, writers, schedule=config.diffusion.schedule
+                )
             finally:
                 writers.close()
             print(result["report"])
-            print(f"study written to {out_dir}: report.md, results.csv, frontier.png, bound.png, "
-                  f"bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png")
+            print(
+                f"study written to {out_dir}: report.md, results.csv, frontier.png, bound.png, "
+                f"bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png"
+            )
             return
         if _EXAMPLES.value:
             split = split.take(slice(0, _EXAMPLES.value))
@@ -221,8 +282,10 @@ def main(argv):
     from mdm import allocator
 
     primary = distributed.is_primary()
-    print(f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
-          f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}")
+    print(
+        f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
+        f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}"
+    )
     if rows:
         print(report.format_table(rows))
     if kl:

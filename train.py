@@ -17,9 +17,13 @@ from mdm.cli import parse_flags, quiet_libraries
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sudoku.py:quick.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, results.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0 "
-                                   "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
-                                   "are detected without them).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    "",
+    "Several processes: host:port of process 0 "
+    "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
+    "are detected without them).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
 flags.mark_flags_as_required(["config", "workdir"])

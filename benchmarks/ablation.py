@@ -11,6 +11,7 @@ first on this machine (so a lever that costs time pays for it in steps). Then to
 on the first --examples validation examples (choices are made there, not on test). One seed
 per variant. Two runs side by side, one core each: `taskset -c 0 python ...` and `taskset -c 1`.
 """
+
 import argparse
 import os
 import pathlib
@@ -25,8 +26,10 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from benchmarks.run import measure_train as measure, save  # noqa: E402
-from configs import maze as maze_config, sudoku as sudoku_config  # noqa: E402
+from benchmarks.run import measure_train as measure  # noqa: E402
+from benchmarks.run import save
+from configs import maze as maze_config  # noqa: E402
+from configs import sudoku as sudoku_config
 from mdm import data, loading, sampling, train  # noqa: E402
 
 OFF = {
@@ -87,12 +90,21 @@ def run(name: str, minutes: float, examples: int, root: pathlib.Path, task: str 
     graphdef, params, _ = loading.load_model(str(workdir))
     split = data.load_for(config, "validation")  # the ablation chooses levers: not on test
     split = split.take(np.arange(min(examples, len(split))))
-    out = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
-                            sampling.SamplerConfig(rule="topk", k=1), batch_size=256)
-    return {"task": task, "variant": name, "overrides": overrides, "steps_per_s": rate, "steps": steps,
-            "examples_seen": steps * config.train.batch_size, "train_s": train_s,
-            "top1_solve_rate": out["solve_rate"], "token_accuracy": out["token_accuracy"],
-            "examples": len(split)}
+    out = sampling.evaluate(
+        sampling.model_fn_from(graphdef, params), split, sampling.SamplerConfig(rule="topk", k=1), batch_size=256
+    )
+    return {
+        "task": task,
+        "variant": name,
+        "overrides": overrides,
+        "steps_per_s": rate,
+        "steps": steps,
+        "examples_seen": steps * config.train.batch_size,
+        "train_s": train_s,
+        "top1_solve_rate": out["solve_rate"],
+        "token_accuracy": out["token_accuracy"],
+        "examples": len(split),
+    }
 
 
 def main():
@@ -113,9 +125,12 @@ def main():
     for name in names:
         rows.append(run(name, args.minutes, args.examples, pathlib.Path(args.workdir) / args.task, args.task))
         r = rows[-1]
-        print(f"{name:26s} {r['steps_per_s']:5.2f} steps/s  {r['steps']:5d} steps  "
-              f"{r['examples_seen']:>7,} examples  {r['train_s'] / 60:5.1f} min  "
-              f"top-1 solved {r['top1_solve_rate']:6.1%}  cells {r['token_accuracy']:6.1%}", flush=True)
+        print(
+            f"{name:26s} {r['steps_per_s']:5.2f} steps/s  {r['steps']:5d} steps  "
+            f"{r['examples_seen']:>7,} examples  {r['train_s'] / 60:5.1f} min  "
+            f"top-1 solved {r['top1_solve_rate']:6.1%}  cells {r['token_accuracy']:6.1%}",
+            flush=True,
+        )
     save("ablation", {"task": args.task, "minutes": args.minutes, "rows": rows}, args.out)
 
 

@@ -21,6 +21,7 @@ In order, timing every stage and logging to DIR/log.txt:
 A failed model is recorded in results.json and the next one still runs. `--rehearse` shrinks
 models, data, budgets and rows so the whole path runs in about a minute on a CPU (a test runs it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,33 @@ import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".whl"
-NEEDED = {"ml_collections": "ml_collections==1.1.0"}  # module -> wheel (its needs, absl-py and PyYAML, are on the image)
+NEEDED = {
+    "ml_collections": "ml_collections==1.1.0"
+}  # module -> wheel (its needs, absl-py and PyYAML, are on the image)
 MODELS = (("sudoku_paper", "sudoku", "paper"), ("maze10_grid_paper", "maze_grid", "paper"))
 
 
 def fetch_wheels() -> None:
     """Downloads the wheels the accelerator's image lacks into .whl/ (run here, with network)."""
     WHEELS.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--implementation", "cp", "-d", str(WHEELS),
-                    *NEEDED.values()], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "-d",
+            str(WHEELS),
+            *NEEDED.values(),
+        ],
+        check=True,
+    )
     print(f"wheels in {WHEELS}: {', '.join(p.name for p in sorted(WHEELS.glob('*.whl')))}; carry .whl")
 
 
@@ -58,11 +76,27 @@ def install_missing(say) -> list[str]:
         return []
     wheels = sorted(str(p) for p in WHEELS.glob("*.whl"))
     if not wheels:
-        raise SystemExit(f"error: {', '.join(missing)} missing and no wheels in {WHEELS}; run "
-                         f"`python -m benchmarks.accelerator --fetch_wheels` where pip reaches PyPI, and carry .whl")
+        raise SystemExit(
+            f"error: {', '.join(missing)} missing and no wheels in {WHEELS}; run "
+            f"`python -m benchmarks.accelerator --fetch_wheels` where pip reaches PyPI, and carry .whl"
+        )
     target = pathlib.Path("/tmp/mdm_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--target", str(target), *wheels], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(target),
+            *wheels,
+        ],
+        check=True,
+    )
     sys.path.insert(0, str(target))
     say(f"installed from {WHEELS}: {', '.join(missing)}")
     return missing
@@ -107,12 +141,20 @@ def generate(config, workers: int) -> dict:
     """The config's data set in memory: {"train", "test", "validation"} -> data.Split."""
     from mdm import data
 
-    _, spec = data.resolve(config.data.name, *(None if config.data[k] == -1 else config.data[k]
-                                               for k in ("train_size", "test_size", "validation_size")))
+    _, spec = data.resolve(
+        config.data.name,
+        *(None if config.data[k] == -1 else config.data[k] for k in ("train_size", "test_size", "validation_size")),
+    )
     arrays = data.generate_splits(spec, workers=workers, progress=False)
-    return {name: data.Split(a["tokens"].astype("int32"), a["answer_mask"].astype(bool),
-                             {f: a[f].astype("int32") for f in spec.task.meta_fields}, spec.task)
-            for name, a in arrays.items()}
+    return {
+        name: data.Split(
+            a["tokens"].astype("int32"),
+            a["answer_mask"].astype(bool),
+            {f: a[f].astype("int32") for f in spec.task.meta_fields},
+            spec.task,
+        )
+        for name, a in arrays.items()
+    }
 
 
 def logged(workdir: pathlib.Path) -> list[dict]:
@@ -126,8 +168,8 @@ def probe_rate(config, splits, workdir: pathlib.Path, steps: int) -> tuple[float
     from mdm import train
 
     probe = config.copy_and_resolve_references()
-    probe.train.update(steps=10 ** 6, log_every=max(steps // 3, 1))
-    probe.eval.every = probe.checkpoint.every = 10 ** 6
+    probe.train.update(steps=10**6, log_every=max(steps // 3, 1))
+    probe.eval.every = probe.checkpoint.every = 10**6
     start = time.time()
     train.train(probe, str(workdir), stop_at=steps, progress=False, splits=splits)
     rate = [r["steps_per_s"] for r in logged(workdir) if "steps_per_s" in r][-1]
@@ -142,22 +184,27 @@ def sample_study(model_fn, splits, gammas, keep: float, rows: list[int], say) ->
     grid = [SamplerConfig(rule="eb", gamma=g) for g in gammas]
     table, outputs = study.run_settings(model_fn, splits["validation"], grid, rows[-1], progress=False)
     top1 = outputs[study.top1_for(grid[0])]["solve_rate"]
-    kept = [r for r, g in zip(table, gammas) if r["solve_rate"] >= keep * top1]
-    gamma = max((g for r, g in zip(table, gammas) if r in kept), default=min(gammas))
-    say(f"validation: top-1 {top1:.1%}; " + ", ".join(f"{r['setting']} {r['solve_rate']:.1%} at {r['mean_nfe']:.2f}"
-                                                        for r in table) + f"; chosen gamma {gamma:g}")
-    out = {"validation": {"top1_solve_rate": top1, "grid": table, "chosen_gamma": gamma, "keep": keep},
-           "test": {}}
+    kept = [r for r, g in zip(table, gammas, strict=True) if r["solve_rate"] >= keep * top1]
+    gamma = max((g for r, g in zip(table, gammas, strict=True) if r in kept), default=min(gammas))
+    say(
+        f"validation: top-1 {top1:.1%}; "
+        + ", ".join(f"{r['setting']} {r['solve_rate']:.1%} at {r['mean_nfe']:.2f}" for r in table)
+        + f"; chosen gamma {gamma:g}"
+    )
+    out = {"validation": {"top1_solve_rate": top1, "grid": table, "chosen_gamma": gamma, "keep": keep}, "test": {}}
     chosen = SamplerConfig(rule="eb", gamma=gamma)
     for batch in rows:
         test, outputs = study.run_settings(model_fn, splits["test"], [chosen], batch, progress=False)
         t1, eb = outputs[study.top1_for(chosen)], test[0]
         out["test"][str(batch)] = {
             "top1": {k: t1[k] for k in ("solve_rate", "mean_nfe", "examples_per_s", "wall_s")},
-            "eb": {k: eb[k] for k in ("setting", "solve_rate", "mean_nfe", "examples_per_s", "wall_s", "nfe_speedup")}}
-        say(f"test, {batch} rows: top-1 {t1['solve_rate']:.1%} at {t1['mean_nfe']:.2f} NFE "
+            "eb": {k: eb[k] for k in ("setting", "solve_rate", "mean_nfe", "examples_per_s", "wall_s", "nfe_speedup")},
+        }
+        say(
+            f"test, {batch} rows: top-1 {t1['solve_rate']:.1%} at {t1['mean_nfe']:.2f} NFE "
             f"({t1['examples_per_s']:.0f} examples/s); {eb['setting']} {eb['solve_rate']:.1%} at "
-            f"{eb['mean_nfe']:.2f} NFE ({eb['examples_per_s']:.0f} examples/s)")
+            f"{eb['mean_nfe']:.2f} NFE ({eb['examples_per_s']:.0f} examples/s)"
+        )
     return out
 
 
@@ -166,8 +213,9 @@ def plan_steps(config, budget: float, rate: float, overhead: float, args) -> int
     steps/s; the budget counts from the start of training, so set-up and compiling (cached since
     the probe: at most the probe's overhead) come off it first."""
     steps = max(int(rate * max(budget - overhead, 0.5 * budget) * args.fill), 2 * args.probe_steps)
-    config.train.update(steps=steps, time_budget_s=float(budget),
-                        warmup_steps=min(config.train.warmup_steps, steps // 10))
+    config.train.update(
+        steps=steps, time_budget_s=float(budget), warmup_steps=min(config.train.warmup_steps, steps // 10)
+    )
     config.eval.update(every=steps, sample_examples=0)
     config.checkpoint.every = steps
     return steps
@@ -187,14 +235,22 @@ def training_figures(config, task, workdir: pathlib.Path, state, planned: int, p
     batch = config.train.batch_size
     flops = accelerators.train_flops_per_example(model_config(config, task)) * batch * steps_per_s
     peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
-    return {"steps": int(state.step), "planned_steps": planned, "batch_size": batch,
-            "examples_seen": int(state.step) * batch, "steps_per_s": steps_per_s,
-            "tokens_per_s": steps_per_s * batch * task.length, "model_tflops_per_s": flops / 1e12,
-            "mfu": flops / peak if peak else None, "final_eval": [r for r in lines if "eval/loss" in r][-1]}
+    return {
+        "steps": int(state.step),
+        "planned_steps": planned,
+        "batch_size": batch,
+        "examples_seen": int(state.step) * batch,
+        "steps_per_s": steps_per_s,
+        "tokens_per_s": steps_per_s * batch * task.length,
+        "model_tflops_per_s": flops / 1e12,
+        "mfu": flops / peak if peak else None,
+        "final_eval": [r for r in lines if "eval/loss" in r][-1],
+    }
 
 
-def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scratch: pathlib.Path, say: Log,
-              hardware: dict) -> dict:
+def run_model(
+    name: str, module: str, preset: str, args, out: pathlib.Path, scratch: pathlib.Path, say: Log, hardware: dict
+) -> dict:
     """Data, probe, budgeted training, bf16 export and sampling of one model; its record."""
     from benchmarks.run import config_of
     from mdm import pretrained, sampling, train
@@ -217,17 +273,25 @@ def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scra
         with stage("probe"):
             rate, overhead = probe_rate(config, splits, scratch / f"{name}_probe", args.probe_steps)
         steps = plan_steps(config, budget, rate, overhead, args)
-        say(f"{name}: probe {rate:.2f} steps/s, {overhead:.1f} s set-up -> {steps} steps x {config.train.batch_size} "
-            f"= {steps * config.train.batch_size:,} examples in a {budget} s budget")
+        say(
+            f"{name}: probe {rate:.2f} steps/s, {overhead:.1f} s set-up -> {steps} steps x {config.train.batch_size} "
+            f"= {steps * config.train.batch_size:,} examples in a {budget} s budget"
+        )
         workdir = scratch / name
         with stage("train"):
-            state = train.train(config, str(workdir), progress=False, splits={k: splits[k] for k in ("train", "validation")})
+            state = train.train(
+                config, str(workdir), progress=False, splits={k: splits[k] for k in ("train", "validation")}
+            )
         t = record["train"] = training_figures(config, splits["train"].task, workdir, state, steps, rate)
         mfu = "n/a" if t["mfu"] is None else f"{t['mfu']:.1%}"
-        say(f"{name}: {t['steps']} steps, {t['steps_per_s']:.2f} steps/s, {t['tokens_per_s']:,.0f} tokens/s, "
-            f"MFU {mfu}; validation ELBO {t['final_eval']['eval/elbo_bits_per_token']:.4f} bits/token")
-        command = (f"python -m benchmarks.accelerator --out DIR{' --rehearse' if args.rehearse else ''} "
-                   f"(configs/{module}.py:{preset}, {steps} steps, time_budget_s {budget})")
+        say(
+            f"{name}: {t['steps']} steps, {t['steps_per_s']:.2f} steps/s, {t['tokens_per_s']:,.0f} tokens/s, "
+            f"MFU {mfu}; validation ELBO {t['final_eval']['eval/elbo_bits_per_token']:.4f} bits/token"
+        )
+        command = (
+            f"python -m benchmarks.accelerator --out DIR{' --rehearse' if args.rehearse else ''} "
+            f"(configs/{module}.py:{preset}, {steps} steps, time_budget_s {budget})"
+        )
         with stage("export"):
             pretrained.export(str(workdir), str(out / name), command, dtype="bfloat16")
         graphdef, params, _ = pretrained.load(out / name)
@@ -236,8 +300,11 @@ def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scra
             record["sampling"] = sample_study(model_fn, splits, args.gamma_list, args.keep, args.row_list, say)
         manifest_path = out / name / pretrained.MANIFEST
         manifest = json.loads(manifest_path.read_text())
-        manifest["results"]["accelerator"] = {"hardware": hardware, "test": record["sampling"]["test"],
-                                              "chosen_gamma": record["sampling"]["validation"]["chosen_gamma"]}
+        manifest["results"]["accelerator"] = {
+            "hardware": hardware,
+            "test": record["sampling"]["test"],
+            "chosen_gamma": record["sampling"]["validation"]["chosen_gamma"],
+        }
         manifest_path.write_text(json.dumps(manifest, indent=1))
         record["ok"] = True
     except Exception as e:  # one model's failure must not cost the other's window
@@ -248,22 +315,39 @@ def run_model(name: str, module: str, preset: str, args, out: pathlib.Path, scra
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.accelerator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.accelerator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", help="where the results go (the device's $OUT)")
-    parser.add_argument("--rehearse", action="store_true", help="tiny models, data and budgets: the whole path on a CPU")
+    parser.add_argument(
+        "--rehearse", action="store_true", help="tiny models, data and budgets: the whole path on a CPU"
+    )
     parser.add_argument("--fetch_wheels", action="store_true", help="download the wheels the image lacks into .whl/")
-    parser.add_argument("--sudoku_budget_s", type=float, default=None, help="training seconds (default 150; rehearse 4)")
+    parser.add_argument(
+        "--sudoku_budget_s", type=float, default=None, help="training seconds (default 150; rehearse 4)"
+    )
     parser.add_argument("--maze_budget_s", type=float, default=None, help="training seconds (default 100; rehearse 4)")
-    parser.add_argument("--probe_steps", type=int, default=None, help="steps of the rate probe (default 30; rehearse 12)")
-    parser.add_argument("--deadline_s", type=float, default=None,
-                        help="the window: a model's training budget shrinks to fit it (default 530; rehearse 600)")
-    parser.add_argument("--reserve_s", type=float, default=None,
-                        help="seconds a model needs besides training: data, probe, export, sampling "
-                             "(default 150; rehearse 20)")
+    parser.add_argument(
+        "--probe_steps", type=int, default=None, help="steps of the rate probe (default 30; rehearse 12)"
+    )
+    parser.add_argument(
+        "--deadline_s",
+        type=float,
+        default=None,
+        help="the window: a model's training budget shrinks to fit it (default 530; rehearse 600)",
+    )
+    parser.add_argument(
+        "--reserve_s",
+        type=float,
+        default=None,
+        help="seconds a model needs besides training: data, probe, export, sampling (default 150; rehearse 20)",
+    )
     parser.add_argument("--fill", type=float, default=0.9, help="the share of the budget the planned steps fill")
-    parser.add_argument("--gammas", default=None, help="the EB grid on validation (default 0.001,0.01,0.1,0.3; "
-                                                       "rehearse 0.01,1)")
+    parser.add_argument(
+        "--gammas", default=None, help="the EB grid on validation (default 0.001,0.01,0.1,0.3; rehearse 0.01,1)"
+    )
     parser.add_argument("--keep", type=float, default=0.99, help="chosen gamma keeps this share of top-1")
     parser.add_argument("--rows", default=None, help="sampler rows (default 256,1024; rehearse 8,16)")
     parser.add_argument("--models", default="sudoku,maze_grid", help="which of sudoku, maze_grid")
@@ -271,8 +355,10 @@ def parse_args(argv):
     if not args.fetch_wheels and not args.out:
         parser.error("--out is required (or --fetch_wheels)")
     small = args.rehearse
-    args.budget_s = {"sudoku": args.sudoku_budget_s or (4.0 if small else 150.0),
-                     "maze_grid": args.maze_budget_s or (4.0 if small else 100.0)}
+    args.budget_s = {
+        "sudoku": args.sudoku_budget_s or (4.0 if small else 150.0),
+        "maze_grid": args.maze_budget_s or (4.0 if small else 100.0),
+    }
     args.probe_steps = args.probe_steps or (12 if small else 30)
     args.deadline_s = args.deadline_s or (600.0 if small else 530.0)
     args.reserve_s = args.reserve_s if args.reserve_s is not None else (20.0 if small else 150.0)
@@ -297,9 +383,13 @@ def main(argv=None) -> int:
         return 0
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": "python -m benchmarks.accelerator " + " ".join(sys.argv[1:] if argv is None else argv),
-                     "rehearse": args.rehearse, "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                     "seconds": {}, "models": {}}
+    results: dict = {
+        "command": "python -m benchmarks.accelerator " + " ".join(sys.argv[1:] if argv is None else argv),
+        "rehearse": args.rehearse,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seconds": {},
+        "models": {},
+    }
     say = Log(out / "log.txt")
     with say.stage("install", results["seconds"]):
         results["installed"] = install_missing(say)
@@ -322,8 +412,10 @@ def main(argv=None) -> int:
             (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     results["seconds"]["total"] = round(time.time() - say.start, 2)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    say(f"done in {results['seconds']['total']:.0f} s; files: "
-        f"{', '.join(str(p.relative_to(out)) for p in sorted(out.rglob('*')) if p.is_file())}")
+    say(
+        f"done in {results['seconds']['total']:.0f} s; files: "
+        f"{', '.join(str(p.relative_to(out)) for p in sorted(out.rglob('*')) if p.is_file())}"
+    )
     return 0 if all(r.get("ok") for r in results["models"].values()) else 1
 
 

@@ -20,6 +20,7 @@ process ran under (mdm/allocator.py); the JSON goes to benchmarks/results/benchm
 unless --out says otherwise. `--allocators system,mimalloc` runs the chosen groups once per
 allocator, each in a process of its own (MDM_ALLOCATOR set), and puts the rows side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,16 @@ def hardware() -> dict:
 
     from mdm import accelerators, allocator
 
-    return {"backend": jax.default_backend(), "device_kind": accelerators.device_kind(),
-            "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "jax": jax.__version__, "date": datetime.date.today().isoformat(), "allocator": allocator.active()}
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": accelerators.device_kind(),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "date": datetime.date.today().isoformat(),
+        "allocator": allocator.active(),
+    }
 
 
 def save(name: str, payload: dict, out: str | None = None) -> pathlib.Path:
@@ -66,6 +74,7 @@ def row(group: str, item: str, value: float, unit: str, detail: str = "", **figu
 
 # ----------------------------------------------------------------------------- groups
 
+
 def bench_data(names: list[str], n: int, workers: int):
     from mdm import data
 
@@ -75,8 +84,16 @@ def bench_data(names: list[str], n: int, workers: int):
         out = data.generate_splits(spec, workers=workers, progress=False)
         seconds = time.perf_counter() - start
         assert len(out["train"]["tokens"]) == n
-        yield row("data", f"generate {name}", n / seconds, "examples/s",
-                  f"{n:,} in {seconds:.1f} s, {workers} worker(s)", examples=n, seconds=seconds, workers=workers)
+        yield row(
+            "data",
+            f"generate {name}",
+            n / seconds,
+            "examples/s",
+            f"{n:,} in {seconds:.1f} s, {workers} worker(s)",
+            examples=n,
+            seconds=seconds,
+            workers=workers,
+        )
 
 
 def config_of(item: str):
@@ -99,18 +116,30 @@ def bench_input(names: list[str], batch: int, steps: int = 20):
     for name in names:
         spec = data.DATASETS[name]
         made = spec.generate_chunk(1000, (123, 0, 0))  # tiled to the registered size: the cost
-        reps = -(-spec.train_size // 1000)              # of gathering does not depend on content
-        split = data.Split(np.tile(made["tokens"], (reps, 1))[:spec.train_size],
-                           np.tile(made["answer_mask"], (reps, 1))[:spec.train_size], {}, spec.task)
+        reps = -(-spec.train_size // 1000)  # of gathering does not depend on content
+        split = data.Split(
+            np.tile(made["tokens"], (reps, 1))[: spec.train_size],
+            np.tile(made["answer_mask"], (reps, 1))[: spec.train_size],
+            {},
+            spec.task,
+        )
         for augment in (False, True):
             data.get_batch(split, 0, 0, batch, augment=augment)  # first touch
             start = time.perf_counter()
             for step in range(1, steps + 1):
                 data.get_batch(split, 0, step, batch, augment=augment)
             ms = (time.perf_counter() - start) / steps * 1e3
-            yield row("input", f"batch {name}{', augmented' if augment else ''}", ms, "ms/step",
-                      f"batch {batch} x {spec.task.length} from {spec.train_size:,} examples, one process, "
-                      f"mean of {steps} steps", batch=batch, length=spec.task.length, steps=steps)
+            yield row(
+                "input",
+                f"batch {name}{', augmented' if augment else ''}",
+                ms,
+                "ms/step",
+                f"batch {batch} x {spec.task.length} from {spec.train_size:,} examples, one process, "
+                f"mean of {steps} steps",
+                batch=batch,
+                length=spec.task.length,
+                steps=steps,
+            )
 
 
 def measure_train(config, steps: int) -> dict:
@@ -126,16 +155,19 @@ def measure_train(config, steps: int) -> dict:
 
     task = data.DATASETS[config.data.name].task
     b = config.train.batch_size
-    parts = accelerators.micro_batches(b, 1, accelerators.device_kind(), jax.default_backend(), task.length,
-                                       config.train.micro_batch_size)
+    parts = accelerators.micro_batches(
+        b, 1, accelerators.device_kind(), jax.default_backend(), task.length, config.train.micro_batch_size
+    )
     cfg = train.model_config(config, task)
     graphdef, params = train.init_model(cfg, 0)
     tx = train.make_optimizer(config)
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
     step = jax.jit(train.make_train_step(graphdef, cfg, tx, config, parts), donate_argnums=0)
     rng = np.random.default_rng(0)
-    batch = {"tokens": jnp.asarray(rng.integers(0, task.vocab_size, (b, task.length)), jnp.int32),
-             "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6)}
+    batch = {
+        "tokens": jnp.asarray(rng.integers(0, task.vocab_size, (b, task.length)), jnp.int32),
+        "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6),
+    }
     state, m = step(state, batch)  # compile
     jax.block_until_ready(m)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads: XLA's too
@@ -148,13 +180,22 @@ def measure_train(config, steps: int) -> dict:
     user_s, system_s = end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime
     flops_per_s = accelerators.train_flops_per_example(cfg) * b * steps / seconds
     peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
-    return {"params": count_params(nnx.merge(graphdef, params)), "batch_size": b, "micro_batches": parts,
-            "length": task.length,
-            "compute_dtype": cfg.compute_dtype, "steps": steps, "steps_per_s": steps / seconds,
-            "tokens_per_s": steps * b * task.length / seconds, "model_tflops_per_s": flops_per_s / 1e12,
-            "mfu": flops_per_s / peak if peak else None, "user_s": user_s, "system_s": system_s,
-            "system_share": system_s / max(user_s + system_s, 1e-9),
-            "minor_faults_per_step": (end.ru_minflt - usage.ru_minflt) / steps}
+    return {
+        "params": count_params(nnx.merge(graphdef, params)),
+        "batch_size": b,
+        "micro_batches": parts,
+        "length": task.length,
+        "compute_dtype": cfg.compute_dtype,
+        "steps": steps,
+        "steps_per_s": steps / seconds,
+        "tokens_per_s": steps * b * task.length / seconds,
+        "model_tflops_per_s": flops_per_s / 1e12,
+        "mfu": flops_per_s / peak if peak else None,
+        "user_s": user_s,
+        "system_s": system_s,
+        "system_share": system_s / max(user_s + system_s, 1e-9),
+        "minor_faults_per_step": (end.ru_minflt - usage.ru_minflt) / steps,
+    }
 
 
 def default_presets() -> list[str]:
@@ -179,10 +220,16 @@ def bench_train(items: list[str], steps: int):
         n = steps or (5 if slow_here(config) else 30)
         r = measure_train(config, n)
         mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
-        yield row("train", item, r["steps_per_s"], "steps/s",
-                  f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
-                  f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}; kernel "
-                  f"{r['system_share']:.1%} of CPU time, {r['minor_faults_per_step']:,.0f} page faults/step", **r)
+        yield row(
+            "train",
+            item,
+            r["steps_per_s"],
+            "steps/s",
+            f"{r['tokens_per_s']:,.0f} tokens/s, batch {r['batch_size']} x {r['length']}, "
+            f"{r['params'] / 1e6:.1f}M params, {r['compute_dtype']}{mfu}; kernel "
+            f"{r['system_share']:.1%} of CPU time, {r['minor_faults_per_step']:,.0f} page faults/step",
+            **r,
+        )
 
 
 def timeit(fn, *args, repeats: int = 10) -> float:
@@ -227,10 +274,17 @@ def bench_sampler(items: list[str], batch: int):
         t_forward = timeit(forward, params, tokens, repeats=repeats)
         t_select = timeit(selection, logits, masked, repeats=repeats)
         share = t_select / (t_forward + t_select)
-        yield row("sampler", f"EB step, {item}, batch {batch}", 1e3 * (t_forward + t_select), "ms",
-                  f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms "
-                  f"= {share:.2%} of the step", batch=batch, forward_ms=1e3 * t_forward,
-                  selection_ms=1e3 * t_select, selection_share=share)
+        yield row(
+            "sampler",
+            f"EB step, {item}, batch {batch}",
+            1e3 * (t_forward + t_select),
+            "ms",
+            f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms = {share:.2%} of the step",
+            batch=batch,
+            forward_ms=1e3 * t_forward,
+            selection_ms=1e3 * t_select,
+            selection_share=share,
+        )
 
 
 def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: list[int]):
@@ -249,20 +303,42 @@ def bench_speedup(workdir: str, examples: int, gammas: list[float], batches: lis
             mode = "refill" if refill else "plain batches"
             results, outputs = study.run_settings(model_fn, split, settings, batch, refill=refill, progress=False)
             top1 = outputs[study.top1_for(settings[0])]
-            yield row("speedup", f"top-1, {mode}, batch {batch}", top1["examples_per_s"], "examples/s",
-                      f"solved {top1['solve_rate']:.1%} at {top1['mean_nfe']:.2f} NFE, {len(split)} examples",
-                      setting="top-1", refill=refill, batch=batch, solve_rate=top1["solve_rate"],
-                      mean_nfe=top1["mean_nfe"], examples=len(split))
+            yield row(
+                "speedup",
+                f"top-1, {mode}, batch {batch}",
+                top1["examples_per_s"],
+                "examples/s",
+                f"solved {top1['solve_rate']:.1%} at {top1['mean_nfe']:.2f} NFE, {len(split)} examples",
+                setting="top-1",
+                refill=refill,
+                batch=batch,
+                solve_rate=top1["solve_rate"],
+                mean_nfe=top1["mean_nfe"],
+                examples=len(split),
+            )
             for r in results:
-                yield row("speedup", f"{r['setting']}, {mode}, batch {batch}", r["wall_speedup"], "x wall",
-                          f"NFE speed-up {r['nfe_speedup']:.2f}x (wall/NFE {r['wall_speedup'] / r['nfe_speedup']:.2f}); "
-                          f"solved {r['solve_rate']:.1%} at {r['mean_nfe']:.2f} NFE; "
-                          f"{r['examples_per_s']:.1f} examples/s", setting=r["setting"], refill=refill, batch=batch,
-                          solve_rate=r["solve_rate"], mean_nfe=r["mean_nfe"], nfe_speedup=r["nfe_speedup"],
-                          wall_speedup=r["wall_speedup"], examples_per_s=r["examples_per_s"], examples=len(split))
+                yield row(
+                    "speedup",
+                    f"{r['setting']}, {mode}, batch {batch}",
+                    r["wall_speedup"],
+                    "x wall",
+                    f"NFE speed-up {r['nfe_speedup']:.2f}x (wall/NFE {r['wall_speedup'] / r['nfe_speedup']:.2f}); "
+                    f"solved {r['solve_rate']:.1%} at {r['mean_nfe']:.2f} NFE; "
+                    f"{r['examples_per_s']:.1f} examples/s",
+                    setting=r["setting"],
+                    refill=refill,
+                    batch=batch,
+                    solve_rate=r["solve_rate"],
+                    mean_nfe=r["mean_nfe"],
+                    nfe_speedup=r["nfe_speedup"],
+                    wall_speedup=r["wall_speedup"],
+                    examples_per_s=r["examples_per_s"],
+                    examples=len(split),
+                )
 
 
 # ----------------------------------------------------------------------------- table and CLI
+
 
 def format_table(rows: list[dict]) -> str:
     width = max(len(r["item"]) for r in rows)
@@ -270,34 +346,47 @@ def format_table(rows: list[dict]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         value = f"{r['value']:,.2f}" if r["value"] < 1e4 else f"{r['value']:,.0f}"
-        lines.append(f"{r['group']:<8} {r['item']:<{width}} {r.get('allocator', ''):<9} {value:>10} "
-                     f"{r['unit']:<11} {r['detail']}")
+        lines.append(
+            f"{r['group']:<8} {r['item']:<{width}} {r.get('allocator', ''):<9} {value:>10} "
+            f"{r['unit']:<11} {r['detail']}"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for group in GROUPS:
         parser.add_argument(f"--{group}", action="store_true", help=f"run the {group} group")
     parser.add_argument("--datasets", default="sudoku,maze10", help="data group: registered data sets")
     parser.add_argument("--data_n", type=int, default=5000, help="data group: examples of each")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="data group: worker processes")
     parser.add_argument("--input_batch", type=int, default=2048, help="input group: examples per step")
-    parser.add_argument("--presets", default="",
-                        help="train and sampler groups: config:preset items (default: the quick presets, "
-                             "and the paper presets on a GPU/TPU)")
-    parser.add_argument("--train_steps", type=int, default=0,
-                        help="train group: timed steps (0: 30, or 5 for paper sizes on a CPU)")
+    parser.add_argument(
+        "--presets",
+        default="",
+        help="train and sampler groups: config:preset items (default: the quick presets, "
+        "and the paper presets on a GPU/TPU)",
+    )
+    parser.add_argument(
+        "--train_steps", type=int, default=0, help="train group: timed steps (0: 30, or 5 for paper sizes on a CPU)"
+    )
     parser.add_argument("--sampler_batch", type=int, default=256, help="sampler group: rows per step")
-    parser.add_argument("--workdir", default=str(ROOT / "pretrained" / "sudoku_cpu"),
-                        help="speedup group: a trained run or shipped checkpoint")
+    parser.add_argument(
+        "--workdir",
+        default=str(ROOT / "pretrained" / "sudoku_cpu"),
+        help="speedup group: a trained run or shipped checkpoint",
+    )
     parser.add_argument("--examples", type=int, default=1000, help="speedup group: held-out examples")
     parser.add_argument("--gammas", default="0.001,0.01,0.1", help="speedup group: EB budgets")
     parser.add_argument("--batches", default="256", help="speedup group: sampler rows (comma-separated)")
-    parser.add_argument("--allocators", default="",
-                        help="run the groups once per C allocator (e.g. system,mimalloc), each in its own "
-                             "process, rows side by side (default: this process's, MDM_ALLOCATOR)")
+    parser.add_argument(
+        "--allocators",
+        default="",
+        help="run the groups once per C allocator (e.g. system,mimalloc), each in its own "
+        "process, rows side by side (default: this process's, MDM_ALLOCATOR)",
+    )
     parser.add_argument("--out", default=None, help="the JSON (default benchmarks/results/benchmarks_<backend>.json)")
     args = parser.parse_args(argv)
     try:
@@ -311,8 +400,14 @@ def parse_args(argv):
     bad = [a for a in args.allocator_list if a not in allocator.CHOICES]
     if bad:
         parser.error(f"--allocators: {bad[0]!r} is not an allocator; expected some of {', '.join(allocator.CHOICES)}")
-    for name, value in (("data_n", args.data_n), ("input_batch", args.input_batch), ("workers", args.workers), ("sampler_batch", args.sampler_batch),
-                        ("examples", args.examples), *(("batches", b) for b in args.batch_list)):
+    for name, value in (
+        ("data_n", args.data_n),
+        ("input_batch", args.input_batch),
+        ("workers", args.workers),
+        ("sampler_batch", args.sampler_batch),
+        ("examples", args.examples),
+        *(("batches", b) for b in args.batch_list),
+    ):
         if value <= 0:
             parser.error(f"--{name} must be positive, not {value}")
     return args
@@ -327,16 +422,25 @@ def rows_per_allocator(argv: list[str], allocators: list[str]) -> list[dict]:
             print(f"running with MDM_ALLOCATOR={name} ...", file=sys.stderr, flush=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             child = [*argv, "--allocators=", f"--out={out}"]  # the last value of a flag wins
-            done = subprocess.run([sys.executable, "-m", "benchmarks", *child], cwd=ROOT,
-                                  env=dict(os.environ, MDM_ALLOCATOR=name), stdout=subprocess.DEVNULL)
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks", *child],
+                cwd=ROOT,
+                env=dict(os.environ, MDM_ALLOCATOR=name),
+                stdout=subprocess.DEVNULL,
+            )
             if done.returncode:
                 raise ValueError(f"the run with MDM_ALLOCATOR={name} failed (exit {done.returncode})")
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             user_s, system_s = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-            process = {"process_user_s": user_s, "process_system_s": system_s,
-                       "process_minor_faults": after.ru_minflt - before.ru_minflt}
-            note = (f"; whole process (compile included): kernel {system_s / max(user_s + system_s, 1e-9):.1%} "
-                    f"of CPU time, {process['process_minor_faults'] / 1e6:.2f}M page faults")
+            process = {
+                "process_user_s": user_s,
+                "process_system_s": system_s,
+                "process_minor_faults": after.ru_minflt - before.ru_minflt,
+            }
+            note = (
+                f"; whole process (compile included): kernel {system_s / max(user_s + system_s, 1e-9):.1%} "
+                f"of CPU time, {process['process_minor_faults'] / 1e6:.2f}M page faults"
+            )
             rows += [{**r, **process, "detail": r["detail"] + note} for r in json.loads(out.read_text())["rows"]]
     return rows
 
@@ -356,13 +460,15 @@ def main(argv=None) -> int:
         items = args.presets.split(",") if args.presets else default_presets()
         for item in items:
             config_of(item)  # refuses unknown configs and presets before anything runs
-        groups = {"data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),
-                  "input": lambda: bench_input(args.datasets.split(","), args.input_batch),
-                  "train": lambda: bench_train(items, args.train_steps),
-                  "sampler": lambda: bench_sampler(items, args.sampler_batch),
-                  "speedup": lambda: bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list)}
+        groups = {
+            "data": lambda: bench_data(args.datasets.split(","), args.data_n, args.workers),
+            "input": lambda: bench_input(args.datasets.split(","), args.input_batch),
+            "train": lambda: bench_train(items, args.train_steps),
+            "sampler": lambda: bench_sampler(items, args.sampler_batch),
+            "speedup": lambda: bench_speedup(args.workdir, args.examples, args.gamma_list, args.batch_list),
+        }
         rows = rows_per_allocator(argv, args.allocator_list) if args.allocator_list else []
-        for group in ([] if args.allocator_list else chosen):
+        for group in [] if args.allocator_list else chosen:
             print(f"running the {group} group ...", file=sys.stderr, flush=True)
             for r in groups[group]():
                 rows.append(r)
@@ -372,8 +478,10 @@ def main(argv=None) -> int:
         return 1
     hw = hardware()
     rows = [{**hw, **r} for r in rows]  # rows from a child keep its allocator
-    print(f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
-          f"jax {hw['jax']}, {hw['date']}")
+    print(
+        f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
+        f"jax {hw['jax']}, {hw['date']}"
+    )
     print(format_table(rows))
     command = "python -m benchmarks " + " ".join(argv)
     save(f"benchmarks_{hw['backend']}", {"command": command, "rows": rows}, args.out)

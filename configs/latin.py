@@ -11,6 +11,7 @@ valid squares (the solve rate) and, at temperature 1, by KL(q || uniform over th
       alone it is faster; training's eval on 256 validation prompts, argmax: top-1 100% valid at
       17.3 model calls, EB gamma=0.1 96.1% at 6.1. The study on it: docs/results.md ("Latin squares").
 """
+
 from mdm.config import apply_preset, base_config
 
 

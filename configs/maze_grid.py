@@ -20,6 +20,7 @@ the logged values.
       10x10, 6.3M parameters, global batch 1,024 x 12,500 steps = 12.8M examples, learning rate
       1e-3; for a GPU/TPU (python -m benchmarks.accelerator); not yet measured.
 """
+
 from mdm.config import apply_preset, base_config
 
 

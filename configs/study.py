@@ -8,6 +8,7 @@
   tiny:  a few settings on a handful of examples (tests).
 Any field: --study_config.examples=500, --study_config.gammas="(0, 0.1, 1)".
 """
+
 import ml_collections
 
 

@@ -19,6 +19,7 @@ solve rates on the 2,000 test puzzles (python sample.py --workdir runs/<name> --
       6.3M parameters, global batch 1,024 x 12,500 steps = 12.8M examples, learning rate 1e-3;
       for a GPU/TPU (python -m benchmarks.accelerator); not yet measured.
 """
+
 from mdm.config import apply_preset, base_config
 
 

@@ -16,6 +16,7 @@ by a solve rate, so eval.sample_examples is 0.
       minutes); ELBO 2.63 bits per answer character on 512 validation examples. Shipped as
       pretrained/text_cpu. Results: docs/results.md ("Text with a known truth").
 """
+
 from mdm.config import apply_preset, base_config
 
 

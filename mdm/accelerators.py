@@ -10,6 +10,7 @@ rematerialisation) and were set from each kind's memory, not measured on it.
 Resolved after jax.distributed.initialize (the device kind is known only once the backend
 starts), inside mdm.train.train; never in a config file, so a run means the same everywhere.
 """
+
 from __future__ import annotations
 
 import jax
@@ -17,20 +18,46 @@ import jax
 # (substring of the lower-cased device kind, tokens (batch x length) per device per step).
 # The first match wins, so specific names come before general ones.
 _TOKENS_PER_DEVICE = (
-    ("h100", 1 << 18), ("h200", 1 << 18), ("b200", 1 << 18), ("gh200", 1 << 18),
-    ("a100", 1 << 17), ("l4", 1 << 16), ("a10", 1 << 16), ("v100", 1 << 16), ("t4", 1 << 15),
-    ("tpu v2", 1 << 15), ("tpu v3", 1 << 16), ("tpu v4", 1 << 17), ("tpu v5 lite", 1 << 16),
-    ("tpu v5e", 1 << 16), ("tpu v5", 1 << 18), ("tpu v6", 1 << 17),
+    ("h100", 1 << 18),
+    ("h200", 1 << 18),
+    ("b200", 1 << 18),
+    ("gh200", 1 << 18),
+    ("a100", 1 << 17),
+    ("l4", 1 << 16),
+    ("a10", 1 << 16),
+    ("v100", 1 << 16),
+    ("t4", 1 << 15),
+    ("tpu v2", 1 << 15),
+    ("tpu v3", 1 << 16),
+    ("tpu v4", 1 << 17),
+    ("tpu v5 lite", 1 << 16),
+    ("tpu v5e", 1 << 16),
+    ("tpu v5", 1 << 18),
+    ("tpu v6", 1 << 17),
 )
 _OTHER_ACCELERATOR_TOKENS = 1 << 15
 _CPU_BATCH = 64  # per device: what the CPU presets use
 
 # Dense bfloat16 peak FLOP/s per JAX device (a TPU v2/v3 device is one core, half a chip).
 _PEAK_FLOPS = (
-    ("h100 pcie", 756e12), ("h100", 989e12), ("h200", 989e12), ("gh200", 989e12), ("b200", 2250e12),
-    ("a100", 312e12), ("l4", 121e12), ("a10", 125e12), ("v100", 125e12), ("t4", 65e12),
-    ("tpu v2", 22.5e12), ("tpu v3", 61.5e12), ("tpu v4", 275e12), ("tpu v5 lite", 197e12),
-    ("tpu v5e", 197e12), ("tpu v5p", 459e12), ("tpu v6 lite", 918e12), ("tpu v6e", 918e12),
+    ("h100 pcie", 756e12),
+    ("h100", 989e12),
+    ("h200", 989e12),
+    ("gh200", 989e12),
+    ("b200", 2250e12),
+    ("a100", 312e12),
+    ("l4", 121e12),
+    ("a10", 125e12),
+    ("v100", 125e12),
+    ("t4", 65e12),
+    ("tpu v2", 22.5e12),
+    ("tpu v3", 61.5e12),
+    ("tpu v4", 275e12),
+    ("tpu v5 lite", 197e12),
+    ("tpu v5e", 197e12),
+    ("tpu v5p", 459e12),
+    ("tpu v6 lite", 918e12),
+    ("tpu v6e", 918e12),
 )
 
 
@@ -57,8 +84,9 @@ def peak_flops(kind: str, platform: str) -> float | None:
     return None if platform == "cpu" else _lookup(_PEAK_FLOPS, kind)
 
 
-def micro_batches(batch_size: int, n_devices: int, kind: str, platform: str, length: int,
-                  micro_batch_size: int = 0) -> int:
+def micro_batches(
+    batch_size: int, n_devices: int, kind: str, platform: str, length: int, micro_batch_size: int = 0
+) -> int:
     """How many parts each device's share of the global batch is cut into (gradients are
     accumulated over them): 1 when the share fits in one pass. The size of a pass is
     micro_batch_size, or when 0 the device kind's budget (on a CPU, the whole share)."""

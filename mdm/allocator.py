@@ -23,6 +23,7 @@ under mimalloc: MIMALLOC_PURGE_DELAY=-1 LD_PRELOAD=$(python -m mdm.allocator) ju
 
 Only the standard library is used here: this module runs before numpy or jax are imported.
 """
+
 from __future__ import annotations
 
 import ctypes.util
@@ -91,14 +92,13 @@ def wanted() -> tuple[str, str | None]:
     value = choice()
     if value == "system" or not sys.platform.startswith("linux"):
         return "system", None
-    for name in (("mimalloc", "tcmalloc") if value == "auto" else (value,)):
+    for name in ("mimalloc", "tcmalloc") if value == "auto" else (value,):
         path = find(name)
         if path:
             return name, path
     if value == "auto":
         return "system", None
-    hint = ("pip install cmeel-mimalloc" if value == "mimalloc"
-            else "apt-get install libtcmalloc-minimal4")
+    hint = "pip install cmeel-mimalloc" if value == "mimalloc" else "apt-get install libtcmalloc-minimal4"
     raise AllocatorError(f"{ENV}={value} but no {value} library was found ({hint})")
 
 
@@ -122,8 +122,11 @@ def use_fast_allocator() -> None:
         return  # in place (or tried once: never loop)
     if ours is None and (active() != "system" or path is None):
         if path is None and choice() == "auto" and sys.platform.startswith("linux"):
-            print("note: no fast allocator found (pip install cmeel-mimalloc): CPU training runs "
-                  "slower on the system's malloc", file=sys.stderr)
+            print(
+                "note: no fast allocator found (pip install cmeel-mimalloc): CPU training runs "
+                "slower on the system's malloc",
+                file=sys.stderr,
+            )
         return  # nothing to do, or an allocator the user preloaded
     inherited = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p and p != ours]
     env = dict(os.environ, **{_MARKER: want})

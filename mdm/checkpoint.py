@@ -5,6 +5,7 @@ a workdir can be checked for compatibility before anything is restored. A save t
 disk is cleaned up and reported in one sentence; a damaged checkpoint is skipped for the newest
 one that restores.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,8 @@ import errno
 import pathlib
 import shutil
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orbax.checkpoint as ocp
 
@@ -40,17 +42,22 @@ def _reason(error: BaseException) -> str:
 class Checkpointer:
     """Saves of the latest `keep` steps under workdir/checkpoints."""
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, read_only: bool = False,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        workdir: str | pathlib.Path,
+        keep: int = 3,
+        read_only: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.read_only = read_only
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.pending: int | None = None  # the step of a save that may still be writing
         self.failed = False
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                               read_only=read_only, enable_async_checkpointing=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "config"))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=True
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "config"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -75,17 +82,22 @@ class Checkpointer:
                 shutil.rmtree(partial, ignore_errors=True)
             kept = [s for s in self.complete_steps() if s != step]
             previous = f"the checkpoint of step {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
-            raise CheckpointError(f"cannot save the checkpoint of step {step}: no space left on the device "
-                                  f"holding {self.directory}; {previous} and the partial save was removed; "
-                                  f"free some space and run the same command to resume") from None
+            raise CheckpointError(
+                f"cannot save the checkpoint of step {step}: no space left on the device "
+                f"holding {self.directory}; {previous} and the partial save was removed; "
+                f"free some space and run the same command to resume"
+            ) from None
 
     def save(self, step: int, state: Any, config: dict) -> None:
         """Saves and waits: a failed save is known (and cleaned up) before training goes on.
         The models here save in well under a second, every few hundred steps."""
         with self._writing():
             self.pending = step
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                            config=ocp.args.JsonSave(config)), force=True)
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
+                force=True,
+            )
             self.manager.wait_until_finished()
 
     def _newest_restorable(self, restore: Callable[[int], Any], step: int | None) -> tuple[int, Any]:
@@ -100,8 +112,10 @@ class Checkpointer:
                 if step is not None:
                     raise
                 fallback = f"trying step {steps[i + 1]}" if i + 1 < len(steps) else "no older step is left"
-                self.log(f"warning: the checkpoint of step {s} in {self.directory} cannot be restored "
-                         f"({_reason(e)}); {fallback}")
+                self.log(
+                    f"warning: the checkpoint of step {s} in {self.directory} cannot be restored "
+                    f"({_reason(e)}); {fallback}"
+                )
                 if not self.read_only:
                     target = self.directory / f"{s}{DAMAGED}"
                     shutil.rmtree(target, ignore_errors=True)
@@ -117,8 +131,9 @@ class Checkpointer:
 
         item = {which: abstract_params}
         restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(restore_type=np.ndarray, dtype=x.dtype), item)
-        args = ocp.args.Composite(state=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                                               partial_restore=True))
+        args = ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
         return self._newest_restorable(lambda s: self.manager.restore(s, args=args).state[which], step)[1]
 
     def config(self, step: int | None = None) -> dict:
@@ -144,12 +159,17 @@ class Checkpointer:
 
 # ----------------------------------------------------------------------------- loading for sampling
 
+
 def open_run(workdir: str | pathlib.Path) -> Checkpointer:
     """A read-only Checkpointer of a run folder that holds at least one checkpoint."""
-    if not (pathlib.Path(workdir) / "checkpoints").is_dir() or \
-            (ckpt := Checkpointer(workdir, read_only=True)).latest_step() is None:
-        raise CheckpointError(f"no checkpoint in {workdir}; make one with "
-                              f"`python train.py --config configs/sudoku.py --workdir {workdir}`")
+    if (
+        not (pathlib.Path(workdir) / "checkpoints").is_dir()
+        or (ckpt := Checkpointer(workdir, read_only=True)).latest_step() is None
+    ):
+        raise CheckpointError(
+            f"no checkpoint in {workdir}; make one with "
+            f"`python train.py --config configs/sudoku.py --workdir {workdir}`"
+        )
     return ckpt
 
 

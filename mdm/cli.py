@@ -2,6 +2,7 @@
 one-sentence errors, and quieter libraries. Installed by the entry points only; importing
 mdm changes no process-wide hook.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -25,7 +26,9 @@ def quiet_libraries() -> None:
     import sys
     import threading
 
-    closed = lambda value: "Event loop is closed" in str(value)
+    def closed(value):
+        return "Event loop is closed" in str(value)
+
     previous_hook, previous_unraisable, previous_thread = sys.excepthook, sys.unraisablehook, threading.excepthook
     sys.excepthook = lambda kind, value, tb: closed(value) or previous_hook(kind, value, tb)
     sys.unraisablehook = lambda u: closed(u.exc_value) or previous_unraisable(u)

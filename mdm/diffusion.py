@@ -2,6 +2,7 @@
 
 All pure functions. Only answer positions are ever masked or scored; prompts stay clean.
 """
+
 from __future__ import annotations
 
 import jax
@@ -18,7 +19,7 @@ def alpha(schedule: str, t: jax.Array, power: float = 2.0) -> jax.Array:
     if schedule == "cosine":
         return 1.0 - jnp.cos(0.5 * jnp.pi * (1.0 - t))
     if schedule == "polynomial":
-        return 1.0 - t ** power
+        return 1.0 - t**power
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
@@ -56,9 +57,14 @@ def stratified_times(key: jax.Array, batch: int, t_min: float = 1e-3) -> jax.Arr
     return t_min + (1.0 - t_min) * u
 
 
-def forward_mask(key: jax.Array, tokens_BxL: jax.Array, answer_mask_BxL: jax.Array,
-                 t_B: jax.Array, mask_id: int, schedule: str = "linear"
-                 ) -> tuple[jax.Array, jax.Array]:
+def forward_mask(
+    key: jax.Array,
+    tokens_BxL: jax.Array,
+    answer_mask_BxL: jax.Array,
+    t_B: jax.Array,
+    mask_id: int,
+    schedule: str = "linear",
+) -> tuple[jax.Array, jax.Array]:
     """Masks each answer token independently with probability 1 - alpha(t). -> (z, masked)."""
     keep_B = alpha(schedule, t_B)
     u_BxL = jax.random.uniform(key, tokens_BxL.shape)
@@ -66,8 +72,14 @@ def forward_mask(key: jax.Array, tokens_BxL: jax.Array, answer_mask_BxL: jax.Arr
     return jnp.where(masked_BxL, mask_id, tokens_BxL), masked_BxL
 
 
-def elbo_sums(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Array,
-              answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear") -> dict[str, jax.Array]:
+def elbo_sums(
+    logits_BxLxV: jax.Array,
+    tokens_BxL: jax.Array,
+    masked_BxL: jax.Array,
+    answer_mask_BxL: jax.Array,
+    t_B: jax.Array,
+    schedule: str = "linear",
+) -> dict[str, jax.Array]:
     """Sums over a batch that add up across micro-batches: ELBO terms (nats per answer token,
     summed over examples), masked tokens, their NLL and how many the argmax gets right."""
     logp_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
@@ -75,11 +87,13 @@ def elbo_sums(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Ar
     answers_B = jnp.maximum(answer_mask_BxL.sum(-1), 1)
     masked_nll_B = jnp.where(masked_BxL, nll_BxL, 0.0).sum(-1)
     correct_BxL = (logits_BxLxV.argmax(-1) == tokens_BxL) & masked_BxL
-    return {"elbo": (elbo_weight(schedule, t_B) * masked_nll_B / answers_B).sum(),
-            "examples": jnp.asarray(tokens_BxL.shape[0], jnp.float32),
-            "masked": masked_BxL.sum().astype(jnp.float32),
-            "masked_nll": masked_nll_B.sum(),
-            "correct": correct_BxL.sum().astype(jnp.float32)}
+    return {
+        "elbo": (elbo_weight(schedule, t_B) * masked_nll_B / answers_B).sum(),
+        "examples": jnp.asarray(tokens_BxL.shape[0], jnp.float32),
+        "masked": masked_BxL.sum().astype(jnp.float32),
+        "masked_nll": masked_nll_B.sum(),
+        "correct": correct_BxL.sum().astype(jnp.float32),
+    }
 
 
 def objective_denominator(weighting: str, batch_size: int, masked_BxL: jax.Array) -> jax.Array:
@@ -99,13 +113,22 @@ def objective_numerator(weighting: str, sums: dict[str, jax.Array]) -> jax.Array
 def sums_to_metrics(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """loss (the ELBO, nats per answer token), masked_accuracy and masked_nll of summed terms."""
     n_masked = jnp.maximum(sums["masked"], 1)
-    return {"loss": sums["elbo"] / sums["examples"], "masked_accuracy": sums["correct"] / n_masked,
-            "masked_nll": sums["masked_nll"] / n_masked}
+    return {
+        "loss": sums["elbo"] / sums["examples"],
+        "masked_accuracy": sums["correct"] / n_masked,
+        "masked_nll": sums["masked_nll"] / n_masked,
+    }
 
 
-def elbo_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array, masked_BxL: jax.Array,
-              answer_mask_BxL: jax.Array, t_B: jax.Array, schedule: str = "linear",
-              weighting: str = "elbo") -> tuple[jax.Array, dict[str, jax.Array]]:
+def elbo_loss(
+    logits_BxLxV: jax.Array,
+    tokens_BxL: jax.Array,
+    masked_BxL: jax.Array,
+    answer_mask_BxL: jax.Array,
+    t_B: jax.Array,
+    schedule: str = "linear",
+    weighting: str = "elbo",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """(training objective, metrics). metrics["loss"] is always the continuous-time ELBO (nats
     per answer token); the objective is the ELBO, or with weighting="flat" the plain mean
     cross-entropy of the masked tokens (every masked token counts the same, whatever t)."""

@@ -4,6 +4,7 @@ train.py and sample.py call `initialize` before anything touches a device. With 
 flags it joins the processes named; on Cloud TPU pods, Slurm and Open MPI JAX finds them
 itself; otherwise it is one process, as before.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,14 +28,17 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
 
     explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
     if explicit and not (coordinator_address and num_processes > 0 and 0 <= process_id < num_processes):
-        raise ValueError("--coordinator_address, --num_processes and --process_id go together: an address "
-                         "(host:port), the number of processes and this process's id in [0, num_processes)")
+        raise ValueError(
+            "--coordinator_address, --num_processes and --process_id go together: an address "
+            "(host:port), the number of processes and this process's id in [0, num_processes)"
+        )
     if not explicit and not _cluster_detected():
         return False
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices talk over TCP (no effect on GPU/TPU)
     if explicit:
-        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id)
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+        )
     else:
         jax.distributed.initialize()
     return jax.process_count() > 1

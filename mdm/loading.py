@@ -1,5 +1,6 @@
 """A model to sample from: a run folder (orbax checkpoints, mdm.checkpoint) or a released
 folder (pretrained/..., mdm.pretrained), behind one call."""
+
 from __future__ import annotations
 
 import pathlib
@@ -32,16 +33,19 @@ def is_exact(workdir: str | pathlib.Path) -> bool:
 def load_exact(workdir: str):
     """(ModelFn, config) of `exact:<data set>`: the task's exact denoiser (a model with no model
     error: the true posterior of every masked position) and a config naming the data set."""
-    from mdm import config as config_lib, data
+    from mdm import config as config_lib
+    from mdm import data
 
-    name = str(workdir)[len(EXACT_PREFIX):]
+    name = str(workdir)[len(EXACT_PREFIX) :]
     if name not in data.DATASETS:
         raise ValueError(f"--workdir {workdir!r}: {name!r} is not a data set; known: {', '.join(data.DATASETS)}")
     task = data.DATASETS[name].task
     if not hasattr(task, "exact_model"):
         with_truth = [n for n, s in data.DATASETS.items() if hasattr(s.task, "exact_model")]
-        raise ValueError(f"--workdir {workdir!r}: the {task.name} task has no exact denoiser; data sets "
-                         f"with one: {', '.join(with_truth)}")
+        raise ValueError(
+            f"--workdir {workdir!r}: the {task.name} task has no exact denoiser; data sets "
+            f"with one: {', '.join(with_truth)}"
+        )
     config = config_lib.base_config()
     config.data.name = name
     config.preset = "exact"

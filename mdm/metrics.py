@@ -3,6 +3,7 @@
 `write(step, scalars)` for numbers, `write_table(name, rows)` for result tables,
 `write_image(name, path)` for figures; every writer is optional.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,16 @@ class WandbWriter:
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(mode=mode, project=project, entity=entity or None, name=name or None,
-                              config=config, dir=workdir, resume="allow",
-                              id=_wandb_id(workdir))
+        self.run = wandb.init(
+            mode=mode,
+            project=project,
+            entity=entity or None,
+            name=name or None,
+            config=config,
+            dir=workdir,
+            resume="allow",
+            id=_wandb_id(workdir),
+        )
 
     def write(self, step: int, scalars: dict) -> None:
         self.run.log(scalars, step=step)
@@ -115,8 +123,14 @@ class Writers:
             w.close()
 
 
-def make_writers(workdir: str, wandb_config, config: dict, stdout: bool = True,
-                 jsonl_name: str = "metrics.jsonl", primary: bool = True) -> Writers:
+def make_writers(
+    workdir: str,
+    wandb_config,
+    config: dict,
+    stdout: bool = True,
+    jsonl_name: str = "metrics.jsonl",
+    primary: bool = True,
+) -> Writers:
     """The writers a config asks for; none at all on a process other than the primary one
     (process 0 of a multi-process run), so metrics.jsonl and wandb get each step once."""
     if not primary:
@@ -125,6 +139,9 @@ def make_writers(workdir: str, wandb_config, config: dict, stdout: bool = True,
     if stdout:
         writers.append(StdoutWriter())
     if wandb_config.mode != "disabled":
-        writers.append(WandbWriter(wandb_config.mode, wandb_config.project, wandb_config.entity,
-                                   wandb_config.name, config, workdir))
+        writers.append(
+            WandbWriter(
+                wandb_config.mode, wandb_config.project, wandb_config.entity, wandb_config.name, config, workdir
+            )
+        )
     return Writers(writers)

@@ -3,6 +3,7 @@
 No diffusion logic, no sampler settings and no RNG state live here. MASK is the token id
 `vocab_size` (an input only: the output covers the data vocabulary, so MASK is never predicted).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,9 @@ class ModelConfig:
         if self.relations != "none" and not self.relation_count:
             raise ValueError("model.relations needs a task with relations between positions")
         if self.relations == "heads" and self.relation_count > self.heads:
-            raise ValueError(f"model.relations=heads needs a head per relation ({self.relation_count}), "
-                             f"not {self.heads} heads")
+            raise ValueError(
+                f"model.relations=heads needs a head per relation ({self.relation_count}), not {self.heads} heads"
+            )
         if self.relations == "heads" and self.peer_heads:
             raise ValueError("model.relations=heads and model.peer_heads both restrict heads; use one")
         if any(len(g) != self.length for g in self.relation_groups + self.relation_chains):
@@ -74,8 +76,9 @@ class ModelConfig:
     def peer_mask(self) -> np.ndarray:
         """[L, L] bool: query i may attend to key j (they share a group in some factor)."""
         groups_GxL = np.asarray(self.position_groups)
-        return ((groups_GxL[:, :, None] == groups_GxL[:, None, :]) & (groups_GxL[:, :, None] >= 0)).any(0) \
-            | np.eye(self.length, dtype=bool)
+        return ((groups_GxL[:, :, None] == groups_GxL[:, None, :]) & (groups_GxL[:, :, None] >= 0)).any(0) | np.eye(
+            self.length, dtype=bool
+        )
 
     @property
     def relation_count(self) -> int:
@@ -83,8 +86,10 @@ class ModelConfig:
 
     def static_relations(self) -> np.ndarray:
         """[R_static, L, L] bool: the positional relations (groups, then chains)."""
-        out = [(np.asarray(g)[:, None] == np.asarray(g)[None, :]) & (np.asarray(g)[:, None] >= 0)
-               for g in self.relation_groups]
+        out = [
+            (np.asarray(g)[:, None] == np.asarray(g)[None, :]) & (np.asarray(g)[:, None] >= 0)
+            for g in self.relation_groups
+        ]
         for chain in self.relation_chains:
             c = np.asarray(chain)
             out.append((np.abs(c[:, None] - c[None, :]) == 1) & (c[:, None] >= 0) & (c[None, :] >= 0))
@@ -143,8 +148,13 @@ class Block(nnx.Module):
         self.mlp_in = nnx.Linear(d, cfg.mlp_ratio * d, dtype=dtype, rngs=rngs)
         self.mlp_out = nnx.Linear(cfg.mlp_ratio * d, d, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BxLxD: jax.Array, rotary: tuple[jax.Array, jax.Array] | None,
-                 bias_1xHxLxL: jax.Array | None, relations_BxRxLxL: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x_BxLxD: jax.Array,
+        rotary: tuple[jax.Array, jax.Array] | None,
+        bias_1xHxLxL: jax.Array | None,
+        relations_BxRxLxL: jax.Array | None = None,
+    ) -> jax.Array:
         b, length, d = x_BxLxD.shape
         if relations_BxRxLxL is not None:  # relations="bias"
             w_HxR = (RELATION_BIAS_SCALE * self.relation_bias[...]).astype(x_BxLxD.dtype)
@@ -229,6 +239,7 @@ class Forward:
     ignored); `schedule` maps a row's masked fraction to its time when a sampler calls it
     (mdm.sampling.forward).
     """
+
     graphdef: nnx.GraphDef
     time_input: bool = False
     schedule: str = "linear"
@@ -242,6 +253,7 @@ def count_params(model: nnx.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- from a run's config
+
 
 def compute_dtype(config) -> str:
     """config.model.compute_dtype, with auto = float32 on CPU, bfloat16 on accelerators."""
@@ -257,13 +269,24 @@ def model_config(config, task) -> ModelConfig:
     structured = m.positions == "structured" or peer_heads
     relations = m.get("relations", "none")  # absent in checkpoints made before it existed
     rel = task.relations() if relations != "none" else None
-    return ModelConfig(relations=relations, relation_groups=rel.groups if rel else (),
-                       relation_chains=rel.chains if rel else (), entity_tokens=rel.entity_tokens if rel else (),vocab_size=task.vocab_size, length=task.length, width=m.width, depth=m.depth,
-                       loops=m.get("loops", 1),
-                       heads=m.heads, mlp_ratio=m.mlp_ratio, positions=m.positions,
-                       position_groups=task.position_groups() if structured else (),
-                       peer_heads=peer_heads, time_conditioning=m.time_conditioning,
-                       compute_dtype=compute_dtype(config))
+    return ModelConfig(
+        relations=relations,
+        relation_groups=rel.groups if rel else (),
+        relation_chains=rel.chains if rel else (),
+        entity_tokens=rel.entity_tokens if rel else (),
+        vocab_size=task.vocab_size,
+        length=task.length,
+        width=m.width,
+        depth=m.depth,
+        loops=m.get("loops", 1),
+        heads=m.heads,
+        mlp_ratio=m.mlp_ratio,
+        positions=m.positions,
+        position_groups=task.position_groups() if structured else (),
+        peer_heads=peer_heads,
+        time_conditioning=m.time_conditioning,
+        compute_dtype=compute_dtype(config),
+    )
 
 
 def abstract_params(config, task) -> tuple[nnx.GraphDef, dict]:

@@ -7,6 +7,7 @@ they were made (config, steps, examples seen, command, measured solve rates, che
 `sample.py --workdir pretrained/sudoku_cpu` loads such a folder like a run folder; a parameter
 file that does not match its manifest is refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,11 @@ def export(workdir: str, out: str, command: str, dtype: str = "float32") -> dict
 
 
 def _measured(workdir: pathlib.Path) -> dict:
-    found = {name: json.loads((workdir / f"{name}.json").read_text())
-             for name in ("sample_results", "sample_kl") if (workdir / f"{name}.json").is_file()}
+    found = {
+        name: json.loads((workdir / f"{name}.json").read_text())
+        for name in ("sample_results", "sample_kl")
+        if (workdir / f"{name}.json").is_file()
+    }
     if found:  # what sample.py measured on this checkpoint (sample_kl: KL against a known truth)
         return found
     evals = []
@@ -112,19 +116,23 @@ def load(folder: str | pathlib.Path):
     if not params_path.is_file():
         raise PretrainedError(f"{params_path} is missing; the manifest in {folder} names it")
     if _sha256(params_path) != expected:
-        raise PretrainedError(f"{params_path} does not match its manifest (sha256 differs): "
-                              f"the file was changed or damaged; restore it from git")
+        raise PretrainedError(
+            f"{params_path} does not match its manifest (sha256 differs): "
+            f"the file was changed or damaged; restore it from git"
+        )
     graphdef, abstract = abstract_from_config(manifest["config"])
     try:
         raw = serialization.msgpack_restore(params_path.read_bytes())
         params = serialization.from_state_dict(abstract, raw)
         shapes_match = jax.tree.map(lambda a, p: a.shape == np.shape(p), abstract, params)
     except (ValueError, KeyError, TypeError) as e:
-        raise PretrainedError(f"{params_path} does not hold the parameters of the model its manifest "
-                              f"describes ({e})") from None
+        raise PretrainedError(
+            f"{params_path} does not hold the parameters of the model its manifest describes ({e})"
+        ) from None
     if not all(jax.tree.leaves(shapes_match)):
-        raise PretrainedError(f"{params_path} does not hold the parameters of the model its manifest describes "
-                              f"(shapes differ)")
+        raise PretrainedError(
+            f"{params_path} does not hold the parameters of the model its manifest describes (shapes differ)"
+        )
     params = jax.tree.map(lambda a, p: jnp.asarray(p, a.dtype), abstract, params)
     return graphdef, params, config
 
@@ -143,8 +151,10 @@ def main(argv=None) -> None:
     except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
     size = (pathlib.Path(args.out) / PARAMS).stat().st_size
-    print(f"wrote {args.out}: {manifest['parameters']:,} parameters ({size / 1e6:.2f} MB), step "
-          f"{manifest['step']}, {manifest['examples_seen']:,} examples seen")
+    print(
+        f"wrote {args.out}: {manifest['parameters']:,} parameters ({size / 1e6:.2f} MB), step "
+        f"{manifest['step']}, {manifest['examples_seen']:,} examples seen"
+    )
 
 
 if __name__ == "__main__":

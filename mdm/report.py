@@ -1,5 +1,6 @@
 """The study's report: tables as text, CSV/JSON and markdown, and its figures (matplotlib, Agg).
 Nothing here computes a statistic (mdm/stats.py) or calls a model (mdm/study.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -16,22 +17,30 @@ def versus_top1(r: dict) -> str:
     difference of solve rates in points with its 95% interval (same examples; stats.paired)."""
     if "only_setting" not in r:
         return ""
-    return (f"+{r['only_setting']}/-{r['only_top1']}, {100 * r['difference']:+.1f} "
-            f"[{100 * r['difference_low']:+.1f}, {100 * r['difference_high']:+.1f}]")
+    return (
+        f"+{r['only_setting']}/-{r['only_top1']}, {100 * r['difference']:+.1f} "
+        f"[{100 * r['difference_low']:+.1f}, {100 * r['difference_high']:+.1f}]"
+    )
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'setting':<32} {'solved':>7} {'tok acc':>7} {'NFE mean':>8} {'med':>5} {'p95':>5} " \
-             f"{'NFE x':>6} {'calls/ex':>8} {'wall x':>6} {'ex/s':>8}  vs top-1: only here/only top-1, " \
-             f"points [95% CI]"
+    header = (
+        f"{'setting':<32} {'solved':>7} {'tok acc':>7} {'NFE mean':>8} {'med':>5} {'p95':>5} "
+        f"{'NFE x':>6} {'calls/ex':>8} {'wall x':>6} {'ex/s':>8}  vs top-1: only here/only top-1, "
+        f"points [95% CI]"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['setting']:<32} {r['solve_rate']:>7.1%} {r['token_accuracy']:>7.1%} "
-                     f"{r['mean_nfe']:>8.2f} {r['median_nfe']:>5.0f} {r['p95_nfe']:>5.0f} "
-                     f"{r['nfe_speedup']:>6.2f} {r.get('row_calls_per_example', float('nan')):>8.2f} "
-                     f"{r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  {versus_top1(r)}")
-    lines.append("(calls/ex: loop iterations x slots / examples, the model rows spent per example, idle "
-                 "rows included: the cost without the clock)")
+        lines.append(
+            f"{r['setting']:<32} {r['solve_rate']:>7.1%} {r['token_accuracy']:>7.1%} "
+            f"{r['mean_nfe']:>8.2f} {r['median_nfe']:>5.0f} {r['p95_nfe']:>5.0f} "
+            f"{r['nfe_speedup']:>6.2f} {r.get('row_calls_per_example', float('nan')):>8.2f} "
+            f"{r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  {versus_top1(r)}"
+        )
+    lines.append(
+        "(calls/ex: loop iterations x slots / examples, the model rows spent per example, idle "
+        "rows included: the cost without the clock)"
+    )
     return "\n".join(lines)
 
 
@@ -49,8 +58,10 @@ def write_rows(rows: list[dict], workdir: str | pathlib.Path, name: str) -> tupl
 def format_path_diagnostics(name: str, diag: dict) -> str:
     """One line: solve rate per path-length bin, failures with the wrong length."""
     bins = ", ".join(f"{b['path_len']}: {b['solve_rate']:.1%} of {b['examples']}" for b in diag["bins"])
-    return (f"{name}: solved by path length (cells) {bins}; {diag['wrong_length']} of "
-            f"{diag['failures']} failures give a path of the wrong length")
+    return (
+        f"{name}: solved by path length (cells) {bins}; {diag['wrong_length']} of "
+        f"{diag['failures']} failures give a path of the wrong length"
+    )
 
 
 def _cell(value, fmt: str) -> str:
@@ -72,87 +83,151 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
 PCT = "{:.1%}"
 
 
-def markdown(rows, summary, bound_table, tight, limit, study, n_examples, dependence, calibration,
-             paths=()) -> str:
+def markdown(rows, summary, bound_table, tight, limit, study, n_examples, dependence, calibration, paths=()) -> str:
     """report.md: every table of the study with a line on how to read it."""
-    return "\n".join(_head(rows, summary, bound_table, study, n_examples, dependence, calibration)
-                     + _tightness_section(tight, study) + _limit_section(limit) + _paths_section(paths))
+    return "\n".join(
+        _head(rows, summary, bound_table, study, n_examples, dependence, calibration)
+        + _tightness_section(tight, study)
+        + _limit_section(limit)
+        + _paths_section(paths)
+    )
 
 
 def _head(rows, summary, bound_table, study, n_examples, dependence, calibration) -> list[str]:
     pct = PCT
     rows = [dict(r, vs_top1=versus_top1(r)) for r in rows]
     summary = [dict(r, vs_top1=versus_top1(r) if r["only_setting"] == r["only_setting"] else "") for r in summary]
-    return [f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
-             f"(keep fraction {study.keep_fraction:g}).\n",
-             "## Frontier: fewest mean NFE that keeps "
-             f"{study.keep_fraction:.0%} of top-1's solve rate\n",
-             _md_table(summary, ["rule", "proxy", "top1_solve_rate", "top1_mean_nfe", "best_setting",
-                                 "best_solve_rate", "best_mean_nfe", "nfe_speedup", "wall_speedup", "vs_top1",
-                                 "aup"],
-                       {"top1_solve_rate": pct, "best_solve_rate": pct, "top1_mean_nfe": "{:.1f}", "aup": "{:.1f}",
-                        "best_mean_nfe": "{:.2f}", "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x"}),
-             "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
-             "of solve rates in points with its 95% interval, on the same examples. aup: accuracy "
-             "under parallelism, the area under solve rate (percent, weighted against drops from the best) "
-             "against answer tokens per model call, d3LLM's definition.)\n"
-             "\n![frontier](frontier.png)\n\n## Every setting\n",
-             _md_table(rows, ["setting", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe", "nfe_speedup",
-                              "tokens_per_call", "row_calls_per_example", "wall_speedup", "vs_top1"],
-                       {"solve_rate": pct, "token_accuracy": pct, "mean_nfe": "{:.2f}", "p95_nfe": "{:.0f}",
-                        "nfe_speedup": "{:.2f}x", "wall_speedup": "{:.2f}x", "tokens_per_call": "{:.2f}",
-                        "row_calls_per_example": "{:.2f}"}),
-             "\n## Does error grow with the bound?\n\nPer EB and top-k setting, the steps whose context "
-             "is clean (every token placed before them right), binned by the bound value "
-             "sum(H) - max(H) of the set they unmasked:\n",
-             _md_table(bound_table, ["setting", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
-                       {"error_rate": "{:.2%}"}),
-             "\n![bound](bound.png)\n",
-             "\n## Which failures are parallel errors\n\nAt each failing example's first wrong step, "
-             "every wrong position is asked again with its set-mates (the positions unmasked in the same "
-             "step) filled in as sampled. A parallel error: every wrong position of the set turns right "
-             "(unmasking it after its set-mates would have avoided the mistake); a model error: the model "
-             "is wrong even then (a set of one is always this). Conflicts: sets whose tokens break a rule "
-             "together (Sudoku: one digit twice in a unit; empty where the task has no such rule).\n",
-             _md_table(dependence, ["setting", "examples_with_an_error", "first_wrong_set_of_several",
-                                       "parallel_errors", "model_errors", "parallel_share",
-                                       "with_a_same_step_conflict"], {"parallel_share": pct}),
-             f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n\n"
-             "Only tokens unmasked at or before their example's first wrong step (after it the stored "
-             "answer is no longer the truth):\n",
-             _md_table(calibration, ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
-                       {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}",
-                        "accuracy": "{:.3f}"}),
-             "\n![reliability](reliability.png)\n"]
+    return [
+        f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
+        f"(keep fraction {study.keep_fraction:g}).\n",
+        f"## Frontier: fewest mean NFE that keeps {study.keep_fraction:.0%} of top-1's solve rate\n",
+        _md_table(
+            summary,
+            [
+                "rule",
+                "proxy",
+                "top1_solve_rate",
+                "top1_mean_nfe",
+                "best_setting",
+                "best_solve_rate",
+                "best_mean_nfe",
+                "nfe_speedup",
+                "wall_speedup",
+                "vs_top1",
+                "aup",
+            ],
+            {
+                "top1_solve_rate": pct,
+                "best_solve_rate": pct,
+                "top1_mean_nfe": "{:.1f}",
+                "aup": "{:.1f}",
+                "best_mean_nfe": "{:.2f}",
+                "nfe_speedup": "{:.2f}x",
+                "wall_speedup": "{:.2f}x",
+            },
+        ),
+        "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
+        "of solve rates in points with its 95% interval, on the same examples. aup: accuracy "
+        "under parallelism, the area under solve rate (percent, weighted against drops from the best) "
+        "against answer tokens per model call, d3LLM's definition.)\n"
+        "\n![frontier](frontier.png)\n\n## Every setting\n",
+        _md_table(
+            rows,
+            [
+                "setting",
+                "solve_rate",
+                "token_accuracy",
+                "mean_nfe",
+                "p95_nfe",
+                "nfe_speedup",
+                "tokens_per_call",
+                "row_calls_per_example",
+                "wall_speedup",
+                "vs_top1",
+            ],
+            {
+                "solve_rate": pct,
+                "token_accuracy": pct,
+                "mean_nfe": "{:.2f}",
+                "p95_nfe": "{:.0f}",
+                "nfe_speedup": "{:.2f}x",
+                "wall_speedup": "{:.2f}x",
+                "tokens_per_call": "{:.2f}",
+                "row_calls_per_example": "{:.2f}",
+            },
+        ),
+        "\n## Does error grow with the bound?\n\nPer EB and top-k setting, the steps whose context "
+        "is clean (every token placed before them right), binned by the bound value "
+        "sum(H) - max(H) of the set they unmasked:\n",
+        _md_table(
+            bound_table,
+            ["setting", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
+            {"error_rate": "{:.2%}"},
+        ),
+        "\n![bound](bound.png)\n",
+        "\n## Which failures are parallel errors\n\nAt each failing example's first wrong step, "
+        "every wrong position is asked again with its set-mates (the positions unmasked in the same "
+        "step) filled in as sampled. A parallel error: every wrong position of the set turns right "
+        "(unmasking it after its set-mates would have avoided the mistake); a model error: the model "
+        "is wrong even then (a set of one is always this). Conflicts: sets whose tokens break a rule "
+        "together (Sudoku: one digit twice in a unit; empty where the task has no such rule).\n",
+        _md_table(
+            dependence,
+            [
+                "setting",
+                "examples_with_an_error",
+                "first_wrong_set_of_several",
+                "parallel_errors",
+                "model_errors",
+                "parallel_share",
+                "with_a_same_step_conflict",
+            ],
+            {"parallel_share": pct},
+        ),
+        f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n\n"
+        "Only tokens unmasked at or before their example's first wrong step (after it the stored "
+        "answer is no longer the truth):\n",
+        _md_table(
+            calibration,
+            ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
+            {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}", "accuracy": "{:.3f}"},
+        ),
+        "\n![reliability](reliability.png)\n",
+    ]
 
 
 def _tightness_section(tight: list[dict], study) -> list[str]:
     parts: list[str] = []
     if tight:
         b = np.array([r["bound"] for r in tight])
-        lines = [f"\n## Tightness (EB gamma={study.tightness_gamma:g}, {len(tight)} steps that unmasked 2 or 3 "
-                 "positions)\n",
-                 "TC is the total correlation of the model's own joint over the chosen positions, built by the "
-                 "chain rule with extra forward passes (earlier positions filled in with every value). Two "
-                 "bounds: the one EB uses, sum(H) - max(H) of the network's direct marginals (what the "
-                 "sampler saw), and the same expression on the joint's own marginals, which is >= TC by "
-                 "construction. The two agree only as far as the direct marginals match the joint's. Two "
-                 "orders of the chain rule:\n"]
+        lines = [
+            f"\n## Tightness (EB gamma={study.tightness_gamma:g}, {len(tight)} steps that unmasked 2 or 3 positions)\n",
+            "TC is the total correlation of the model's own joint over the chosen positions, built by the "
+            "chain rule with extra forward passes (earlier positions filled in with every value). Two "
+            "bounds: the one EB uses, sum(H) - max(H) of the network's direct marginals (what the "
+            "sampler saw), and the same expression on the joint's own marginals, which is >= TC by "
+            "construction. The two agree only as far as the direct marginals match the joint's. Two "
+            "orders of the chain rule:\n",
+        ]
         for name in ("confidence_order", "reverse_order"):
             tc = np.array([r[f"tc_{name}"] for r in tight])
             joint_b = np.array([r[f"joint_bound_{name}"] for r in tight])
             tv = np.array([r[f"marginal_tv_{name}"] for r in tight])
             over = b >= tc - 1e-9
-            lines.append(f"- {name}: EB's bound >= TC in {over.mean():.1%} of steps, the joint's own bound in "
-                         f"{(joint_b >= tc - 1e-9).mean():.1%}; mean EB bound {b.mean():.4f}, mean joint bound "
-                         f"{joint_b.mean():.4f}, mean TC {tc.mean():.4f} nats; where EB's bound >= TC, it exceeds "
-                         f"TC by {(b - tc)[over].mean() if over.any() else float('nan'):.4f} nats on average; "
-                         f"median TC / EB bound "
-                         f"{np.median(tc[b > 1e-6] / b[b > 1e-6]) if (b > 1e-6).any() else float('nan'):.3f}; "
-                         f"direct vs joint marginals: mean total variation {tv.mean():.4f} (max {tv.max():.4f})")
+            lines.append(
+                f"- {name}: EB's bound >= TC in {over.mean():.1%} of steps, the joint's own bound in "
+                f"{(joint_b >= tc - 1e-9).mean():.1%}; mean EB bound {b.mean():.4f}, mean joint bound "
+                f"{joint_b.mean():.4f}, mean TC {tc.mean():.4f} nats; where EB's bound >= TC, it exceeds "
+                f"TC by {(b - tc)[over].mean() if over.any() else float('nan'):.4f} nats on average; "
+                f"median TC / EB bound "
+                f"{np.median(tc[b > 1e-6] / b[b > 1e-6]) if (b > 1e-6).any() else float('nan'):.3f}; "
+                f"direct vs joint marginals: mean total variation {tv.mean():.4f} (max {tv.max():.4f})"
+            )
         diff = np.abs(np.array([r["tc_confidence_order"] - r["tc_reverse_order"] for r in tight]))
-        lines.append(f"- the two orders differ by {diff.mean():.4f} nats on average (max {diff.max():.4f}): "
-                     "the network's conditionals are not exactly those of one joint.\n")
+        lines.append(
+            f"- the two orders differ by {diff.mean():.4f} nats on average (max {diff.max():.4f}): "
+            "the network's conditionals are not exactly those of one joint.\n"
+        )
         parts += lines + ["![tightness](tightness.png)\n"]
     return parts
 
@@ -167,14 +242,18 @@ def _limit_section(limit: dict) -> list[str]:
             f"{limit['mean_depth']:.2f}, mean NFE {limit['mean_nfe']:.2f}, mean NFE / depth "
             f"{limit['mean_ratio_nfe_over_depth']:.2f}, solve rate {limit['solve_rate']:.1%}. "
             f"The {limit['beyond_singles']} puzzles that need more than singles: mean NFE "
-            f"{limit['beyond_singles_mean_nfe']:.2f}, solve rate {limit['beyond_singles_solve_rate']:.1%}.\n")
+            f"{limit['beyond_singles_mean_nfe']:.2f}, solve rate {limit['beyond_singles_solve_rate']:.1%}.\n"
+        )
     elif "mean_path_len" in limit:
-        parts.append(f"At {limit['setting']}: mean path length {limit['mean_path_len']:.2f} cells, "
-                     f"mean NFE {limit['mean_nfe']:.2f}, correlation of NFE with path length "
-                     f"{limit['corr_nfe_path_len']:.2f}.\n")
+        parts.append(
+            f"At {limit['setting']}: mean path length {limit['mean_path_len']:.2f} cells, "
+            f"mean NFE {limit['mean_nfe']:.2f}, correlation of NFE with path length "
+            f"{limit['corr_nfe_path_len']:.2f}.\n"
+        )
     else:
-        parts.append(f"At {limit['setting']}: mean NFE {limit['mean_nfe']:.2f} (these examples "
-                     "carry no singles depth).\n")
+        parts.append(
+            f"At {limit['setting']}: mean NFE {limit['mean_nfe']:.2f} (these examples carry no singles depth).\n"
+        )
     parts.append("\n![limit](limit.png)\n")
     return parts
 
@@ -183,14 +262,20 @@ def _paths_section(paths: list[dict]) -> list[str]:
     pct, parts = PCT, []
     if paths:
         bins = [c for c in paths[0] if c.startswith("len_")]
-        parts += ["\n## Where maze answers fail\n\nSolve rate by the true path's length (cells), and "
-                  "failures whose answer gives a path of the wrong length:\n",
-                  _md_table(paths, ["setting", "solve_rate", "mean_nfe", "failures", "wrong_length"] + bins,
-                            {"solve_rate": pct, "mean_nfe": "{:.2f}", **{b: pct for b in bins}})]
+        parts += [
+            "\n## Where maze answers fail\n\nSolve rate by the true path's length (cells), and "
+            "failures whose answer gives a path of the wrong length:\n",
+            _md_table(
+                paths,
+                ["setting", "solve_rate", "mean_nfe", "failures", "wrong_length"] + bins,
+                {"solve_rate": pct, "mean_nfe": "{:.2f}", **{b: pct for b in bins}},
+            ),
+        ]
     return parts
 
 
 # ----------------------------------------------------------------------------- figures
+
 
 def _figure(size, ncols: int = 1):
     import matplotlib
@@ -221,11 +306,12 @@ def _save(plt, fig, path) -> None:
 def plot_frontier(rows: list[dict], path) -> None:
     """Solve rate against mean NFE, one curve per rule and proxy; top-1 starred."""
     plt, fig, ax = _figure((7, 4.5))
-    for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
+    for rule, proxy in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
         group = sorted([r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)], key=lambda r: r["mean_nfe"])
         style = {"eb": "-o", "topk": "--s", "threshold": ":^", "random": "-.v", "ancestral": ":D"}[rule]
-        ax.plot([r["mean_nfe"] for r in group], [r["solve_rate"] for r in group], style, ms=4,
-                label=f"{rule} ({proxy})")
+        ax.plot(
+            [r["mean_nfe"] for r in group], [r["solve_rate"] for r in group], style, ms=4, label=f"{rule} ({proxy})"
+        )
     for r in rows:
         if r["rule"] == "topk" and r["param"] == 1 and r["proxy"] == "confidence":
             ax.plot([r["mean_nfe"]], [r["solve_rate"]], "k*", ms=14, label="top-1")
@@ -238,17 +324,35 @@ def plot_bound(table: list[dict], path) -> None:
     plt, fig, ax = _figure((6, 4))
     for setting in dict.fromkeys(r["setting"] for r in table):
         rows = [r for r in table if r["setting"] == setting]
-        ax.plot([max(r["median_bound"], 1e-4) for r in rows], [r["error_rate"] for r in rows],
-                "-o" if setting.startswith("eb") else "--s", ms=3, label=setting)
-    _finish(plt, fig, ax, path, "bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)",
-            "fraction of its tokens that are wrong (clean context)", legend=6, logx=True)
+        ax.plot(
+            [max(r["median_bound"], 1e-4) for r in rows],
+            [r["error_rate"] for r in rows],
+            "-o" if setting.startswith("eb") else "--s",
+            ms=3,
+            label=setting,
+        )
+    _finish(
+        plt,
+        fig,
+        ax,
+        path,
+        "bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)",
+        "fraction of its tokens that are wrong (clean context)",
+        legend=6,
+        logx=True,
+    )
 
 
 def plot_reliability(calibration: list[dict], label: str, path) -> None:
     plt, fig, ax = _figure((4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k-", lw=0.8, label="calibrated")
-    ax.plot([r["mean_confidence"] for r in calibration], [r["accuracy"] for r in calibration], "-o", ms=4,
-            label=f"{label}, ECE {stats.expected_calibration_error(calibration):.3f}")
+    ax.plot(
+        [r["mean_confidence"] for r in calibration],
+        [r["accuracy"] for r in calibration],
+        "-o",
+        ms=4,
+        label=f"{label}, ECE {stats.expected_calibration_error(calibration):.3f}",
+    )
     _finish(plt, fig, ax, path, "confidence of an unmasked token", "accuracy", legend=8)
 
 
@@ -258,8 +362,14 @@ def plot_tightness(tight: list[dict], path) -> None:
     b = np.array([r["bound"] for r in tight])
     for name, marker in (("confidence_order", "o"), ("reverse_order", "x")):
         ax.scatter(b, [r[f"tc_{name}"] for r in tight], s=10, marker=marker, alpha=0.6, label=name)
-    ax.scatter([r["joint_bound_confidence_order"] for r in tight], [r["tc_confidence_order"] for r in tight],
-               s=10, marker="+", alpha=0.6, label="x = the joint's own bound")
+    ax.scatter(
+        [r["joint_bound_confidence_order"] for r in tight],
+        [r["tc_confidence_order"] for r in tight],
+        s=10,
+        marker="+",
+        alpha=0.6,
+        label="x = the joint's own bound",
+    )
     top = max(b.max(), 1e-3)
     ax.plot([0, top], [0, top], "k-", lw=0.8, label="TC = bound")
     ax.set_xlabel("bound sum(H) - max(H) (model marginals)")
@@ -298,6 +408,17 @@ def write_bound_steps(steps: dict[str, np.ndarray], path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong", "clean"])
-        w.writerows(zip(steps["setting"], steps["rule"], steps["example"], steps["step"],
-                        np.round(steps["bound"], 6), np.round(steps["model_error"], 6), steps["chosen"],
-                        steps["wrong"], steps["clean"].astype(int)))
+        w.writerows(
+            zip(
+                steps["setting"],
+                steps["rule"],
+                steps["example"],
+                steps["step"],
+                np.round(steps["bound"], 6),
+                np.round(steps["model_error"], 6),
+                steps["chosen"],
+                steps["wrong"],
+                steps["clean"].astype(int),
+                strict=True,
+            )
+        )

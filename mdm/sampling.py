@@ -7,12 +7,14 @@ plain batching is the special case slots == number of examples. Keys derive from
 (seed, global example id, step), so results depend neither on the slot that served an example
 nor on the batch it came in.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -83,20 +85,27 @@ class SamplerConfig:
         """How positions are ordered: the proxy, or random for the random and ancestral rules."""
         return ranking(self.rule, self.proxy)
 
-    def structure(self) -> "Structure":
+    def structure(self) -> Structure:
         """What the compiled loop's code depends on; the numbers (knobs) are traced, so one
         compile serves every gamma, k, tau, steps, temperature and top_p of a rule and proxy."""
-        return Structure(self.rule, self.proxy, self.schedule, self.block_size,
-                         greedy=self.temperature == 0, nucleus=self.top_p < 1)
+        return Structure(
+            self.rule, self.proxy, self.schedule, self.block_size, greedy=self.temperature == 0, nucleus=self.top_p < 1
+        )
 
     def knobs(self) -> dict[str, np.ndarray]:
-        return {"gamma": np.float32(self.gamma), "k": np.int32(self.k), "tau": np.float32(self.tau),
-                "steps": np.int32(self.steps), "temperature": np.float32(self.temperature or 1.0),
-                "top_p": np.float32(self.top_p)}
+        return {
+            "gamma": np.float32(self.gamma),
+            "k": np.int32(self.k),
+            "tau": np.float32(self.tau),
+            "steps": np.int32(self.steps),
+            "temperature": np.float32(self.temperature or 1.0),
+            "top_p": np.float32(self.top_p),
+        }
 
 
 class Structure(NamedTuple):
     """A SamplerConfig's static part (hashable): the rule, ranking and code paths."""
+
     rule: str
     proxy: str
     schedule: str
@@ -111,6 +120,7 @@ class Structure(NamedTuple):
 
 class Run(NamedTuple):
     """What one step of the loop reads: the structure's fields (static) and the knobs (traced)."""
+
     rule: str
     proxy: str
     schedule: str
@@ -151,7 +161,8 @@ class SamplerState:
 
 # ----------------------------------------------------------------------------- selection rules
 
-def sampled_logits(cfg: "Run", logits_BxLxV: jax.Array) -> jax.Array:
+
+def sampled_logits(cfg: Run, logits_BxLxV: jax.Array) -> jax.Array:
     """Float32 logits of the distribution the sampler draws from: the model's for argmax
     (temperature 0, the paper's setting), else divided by the temperature and cut to the top_p
     nucleus (-inf outside it). The proxies and EB's entropies are computed from these, so
@@ -178,16 +189,19 @@ def proxies(logits_BxLxV: jax.Array) -> dict[str, jax.Array]:
     p = jnp.exp(logp)
     entropy = -jnp.where(p > 0, p * logp, 0.0).sum(-1)
     top2 = jax.lax.top_k(p, 2)[0]
-    return {"entropy": jnp.maximum(entropy, 0.0), "confidence": top2[..., 0],
-            "margin": top2[..., 0] - top2[..., 1], "logp": logp}
+    return {
+        "entropy": jnp.maximum(entropy, 0.0),
+        "confidence": top2[..., 0],
+        "margin": top2[..., 0] - top2[..., 1],
+        "logp": logp,
+    }
 
 
 def error_score(cfg: Run, stats: dict, key_B: jax.Array) -> jax.Array:
     """Lower is unmasked first; uniform in [0, 1) for the random and ancestral rules."""
     if cfg.ranking == "random":
         return jax.vmap(lambda k: jax.random.uniform(k, stats["entropy"].shape[1:]))(key_B)
-    return {"confidence": -stats["confidence"], "margin": -stats["margin"],
-            "entropy": stats["entropy"]}[cfg.proxy]
+    return {"confidence": -stats["confidence"], "margin": -stats["margin"], "entropy": stats["entropy"]}[cfg.proxy]
 
 
 def eb_count(entropy_sorted_BxL: jax.Array, eligible_B: jax.Array, gamma: float) -> jax.Array:
@@ -202,8 +216,7 @@ def eb_count(entropy_sorted_BxL: jax.Array, eligible_B: jax.Array, gamma: float)
     return jnp.maximum(ok.sum(-1), 1)
 
 
-def random_count(block_size_B: jax.Array, remaining_B: jax.Array, block_step_B: jax.Array,
-                 steps: int) -> jax.Array:
+def random_count(block_size_B: jax.Array, remaining_B: jax.Array, block_step_B: jax.Array, steps: int) -> jax.Array:
     """Count schedule over `steps` steps of a block of n0 positions: after step j,
     round(n0 * (1 - (j+1)/steps)) stay masked."""
     keep = jnp.round(block_size_B * (1.0 - (block_step_B + 1) / steps)).astype(jnp.int32)
@@ -219,8 +232,14 @@ def ancestral_probability(schedule: str, block_step_B: jax.Array, steps: int) ->
     return jnp.where(j >= steps - 1, 1.0, (alpha_s - alpha_t) / jnp.maximum(1.0 - alpha_t, 1e-12))
 
 
-def select(cfg: Run, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
-           block_size_B: jax.Array, block_step_B: jax.Array) -> jax.Array:
+def select(
+    cfg: Run,
+    stats: dict,
+    eligible_BxL: jax.Array,
+    score_BxL: jax.Array,
+    block_size_B: jax.Array,
+    block_step_B: jax.Array,
+) -> jax.Array:
     """[B, L] bool: the positions this step unmasks (eligible: the current block's masked ones)."""
     if cfg.rule == "ancestral":  # independent coins: the uniform score is the coin
         p_B = ancestral_probability(cfg.schedule, block_step_B, cfg.steps)
@@ -228,8 +247,7 @@ def select(cfg: Run, stats: dict, eligible_BxL: jax.Array, score_BxL: jax.Array,
     b, length = eligible_BxL.shape
     score = jnp.where(eligible_BxL, score_BxL, jnp.inf)
     order_BxL = jnp.argsort(score, axis=-1)
-    rank_BxL = jnp.zeros_like(order_BxL).at[jnp.arange(b)[:, None], order_BxL].set(
-        jnp.arange(length)[None, :])
+    rank_BxL = jnp.zeros_like(order_BxL).at[jnp.arange(b)[:, None], order_BxL].set(jnp.arange(length)[None, :])
     n_eligible_B = eligible_BxL.sum(-1)
     if cfg.rule == "eb":
         h_sorted = jnp.take_along_axis(jnp.where(eligible_BxL, stats["entropy"], 0.0), order_BxL, -1)
@@ -261,8 +279,10 @@ def block_eligible(masked_BxL: jax.Array, answer_mask_BxL: jax.Array, block_size
 
 # ----------------------------------------------------------------------------- the driver
 
-def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: jax.Array,
-            answer_BxL: jax.Array) -> jax.Array:
+
+def forward(
+    apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: jax.Array, answer_BxL: jax.Array
+) -> jax.Array:
     """The model's logits [B, L, V]: the one place the sampler and the study call a model.
 
     apply_fn(params, tokens [B, L]) -> logits [B, L, V] (a ModelFn's apply). A time-conditioned
@@ -275,8 +295,17 @@ def forward(apply_fn: Callable, params: Any, tokens_BxL: jax.Array, masked_BxL: 
     return apply_fn(params, tokens_BxL, diffusion.time_of_masked_fraction(apply_fn.schedule, fraction_B))
 
 
-_SLOT_FIELDS = ("tokens_BxL", "masked_BxL", "slot_example_B", "nfe_B", "row_step_B", "block_step_B",
-                "block_size_B", "fill_step_BxL", "confidence_BxL")
+_SLOT_FIELDS = (
+    "tokens_BxL",
+    "masked_BxL",
+    "slot_example_B",
+    "nfe_B",
+    "row_step_B",
+    "block_step_B",
+    "block_size_B",
+    "fill_step_BxL",
+    "confidence_BxL",
+)
 
 
 def slot_sharding(slots: int):
@@ -290,28 +319,63 @@ def slot_sharding(slots: int):
     return NamedSharding(Mesh(np.array(devices), ("slots",)), PartitionSpec("slots"))
 
 
-def _shard_slots(s: "SamplerState", slots: int) -> "SamplerState":
+def _shard_slots(s: SamplerState, slots: int) -> SamplerState:
     """Constrains the loop state's slot axis to slot_sharding (a layout: results do not change)."""
     sharding = slot_sharding(slots)
     if sharding is None:
         return s
-    return s.replace(**{f: jax.lax.with_sharding_constraint(getattr(s, f), sharding) for f in _SLOT_FIELDS
-                        if getattr(s, f).shape[0] == slots})
+    return s.replace(
+        **{
+            f: jax.lax.with_sharding_constraint(getattr(s, f), sharding)
+            for f in _SLOT_FIELDS
+            if getattr(s, f).shape[0] == slots
+        }
+    )
 
 
-def generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
-             cfg: SamplerConfig, seed: int | jax.Array = 0, slots: int | None = None,
-             with_trace: bool = False, first_example: int | jax.Array = 0, replay: bool = False) -> dict:
+def generate(
+    apply_fn: Callable,
+    params: Any,
+    tokens_NxL: jax.Array,
+    answer_mask_NxL: jax.Array,
+    cfg: SamplerConfig,
+    seed: int | jax.Array = 0,
+    slots: int | None = None,
+    with_trace: bool = False,
+    first_example: int | jax.Array = 0,
+    replay: bool = False,
+) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows (jitted: one
     compile per apply_fn, rule structure, slots and shapes; the numeric knobs are traced)."""
-    return _generate(apply_fn, params, tokens_NxL, answer_mask_NxL, cfg.structure(), cfg.knobs(), seed, slots,
-                     with_trace, first_example, replay)
+    return _generate(
+        apply_fn,
+        params,
+        tokens_NxL,
+        answer_mask_NxL,
+        cfg.structure(),
+        cfg.knobs(),
+        seed,
+        slots,
+        with_trace,
+        first_example,
+        replay,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace", "replay"))
-def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mask_NxL: jax.Array,
-              structure: Structure, knobs: dict, seed: int | jax.Array = 0, slots: int | None = None,
-              with_trace: bool = False, first_example: int | jax.Array = 0, replay: bool = False) -> dict:
+def _generate(
+    apply_fn: Callable,
+    params: Any,
+    tokens_NxL: jax.Array,
+    answer_mask_NxL: jax.Array,
+    structure: Structure,
+    knobs: dict,
+    seed: int | jax.Array = 0,
+    slots: int | None = None,
+    with_trace: bool = False,
+    first_example: int | jax.Array = 0,
+    replay: bool = False,
+) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows.
 
     apply_fn: see `forward`; MASK is token id V. Prompt tokens (answer_mask False) are kept.
@@ -336,10 +400,16 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
     mask_id = vocab
     base_key = jax.random.key(seed)
     steps = length  # every model call unmasks at least one answer position
-    trace = {name: jnp.zeros((steps if with_trace else 1, n), dtype)
-             for name, dtype in (("unmasked", jnp.int32), ("bound", jnp.float32),
-                                 ("mean_entropy", jnp.float32), ("model_error", jnp.float32),
-                                 ("log_q", jnp.float32))}
+    trace = {
+        name: jnp.zeros((steps if with_trace else 1, n), dtype)
+        for name, dtype in (
+            ("unmasked", jnp.int32),
+            ("bound", jnp.float32),
+            ("mean_entropy", jnp.float32),
+            ("model_error", jnp.float32),
+            ("log_q", jnp.float32),
+        )
+    }
     conf_shape = (slots, length) if with_trace else (1, 1)
 
     def refill(s: SamplerState) -> SamplerState:
@@ -350,8 +420,9 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
         out_tokens = s.out_tokens_NxL.at[target].set(s.tokens_BxL, mode="drop")
         out_nfe = s.out_nfe_N.at[target].set(s.nfe_B, mode="drop")
         out_fill = s.out_fill_step_NxL.at[target].set(s.fill_step_BxL, mode="drop")
-        out_conf = s.out_confidence_NxL.at[target].set(s.confidence_BxL, mode="drop") if with_trace \
-            else s.out_confidence_NxL
+        out_conf = (
+            s.out_confidence_NxL.at[target].set(s.confidence_BxL, mode="drop") if with_trace else s.out_confidence_NxL
+        )
         free = finished | ~holds
         new_example = s.next_example + jnp.cumsum(free) - 1
         gets = free & (new_example < n)
@@ -363,13 +434,18 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
             tokens_BxL=jnp.where(gets[:, None], fresh_tokens, s.tokens_BxL),
             masked_BxL=jnp.where(gets[:, None], fresh_masked, s.masked_BxL & ~free[:, None]),
             slot_example_B=example,
-            nfe_B=jnp.where(gets, 0, s.nfe_B), row_step_B=jnp.where(gets, 0, s.row_step_B),
-            block_step_B=jnp.where(free, 0, s.block_step_B), block_size_B=jnp.where(free, 0, s.block_size_B),
+            nfe_B=jnp.where(gets, 0, s.nfe_B),
+            row_step_B=jnp.where(gets, 0, s.row_step_B),
+            block_step_B=jnp.where(free, 0, s.block_step_B),
+            block_size_B=jnp.where(free, 0, s.block_size_B),
             fill_step_BxL=jnp.where(gets[:, None], 0, s.fill_step_BxL),
             confidence_BxL=jnp.where(gets[:, None], 0.0, s.confidence_BxL) if with_trace else s.confidence_BxL,
             next_example=jnp.minimum(s.next_example + free.sum(), n),
-            out_tokens_NxL=out_tokens, out_nfe_N=out_nfe, out_fill_step_NxL=out_fill,
-            out_confidence_NxL=out_conf)
+            out_tokens_NxL=out_tokens,
+            out_nfe_N=out_nfe,
+            out_fill_step_NxL=out_fill,
+            out_confidence_NxL=out_conf,
+        )
 
     def step(s: SamplerState) -> SamplerState:
         s = _shard_slots(s, slots)
@@ -377,13 +453,13 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
         logits_BxLxV = sampled_logits(cfg, call(params, s.tokens_BxL, s.masked_BxL, answer_BxL))
         active_B = s.masked_BxL.any(-1)
         keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
-            first_example + s.slot_example_B, s.row_step_B)
+            first_example + s.slot_example_B, s.row_step_B
+        )
         score_keys, token_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         stats = proxies(logits_BxLxV)
         eligible = block_eligible(s.masked_BxL, answer_BxL, cfg.block_size)
         block_size_B = jnp.where(s.block_step_B == 0, eligible.sum(-1), s.block_size_B)
-        chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys), block_size_B,
-                        s.block_step_B)
+        chosen = select(cfg, stats, eligible, error_score(cfg, stats, score_keys), block_size_B, s.block_step_B)
         chosen = chosen & active_B[:, None]
         block_done_B = ~(eligible & ~chosen).any(-1)
         reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
@@ -400,36 +476,56 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
             # an example's steps, its exact log-likelihood under the sampler when the order is a
             # function of the revealed tokens (every rule but random and ancestral)
             drawn_logp_BxL = jnp.take_along_axis(stats["logp"], new_tokens[..., None], -1)[..., 0]
-            record = {"unmasked": count, "bound": h.sum(-1) - h.max(-1),
-                      "mean_entropy": h.sum(-1) / jnp.maximum(count, 1),
-                      "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1),
-                      "log_q": jnp.where(chosen, drawn_logp_BxL, 0.0).sum(-1)}
+            record = {
+                "unmasked": count,
+                "bound": h.sum(-1) - h.max(-1),
+                "mean_entropy": h.sum(-1) / jnp.maximum(count, 1),
+                "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1),
+                "log_q": jnp.where(chosen, drawn_logp_BxL, 0.0).sum(-1),
+            }
             row = jnp.where(called, s.nfe_B, steps)  # steps: dropped write
             col = jnp.minimum(s.slot_example_B, n - 1)
             s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}
             confidence = jnp.where(chosen, stats["confidence"], s.confidence_BxL)
-        s = s.replace(tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
-                      masked_BxL=s.masked_BxL & ~chosen,
-                      nfe_B=s.nfe_B + called, row_step_B=s.row_step_B + active_B, trace=s_trace,
-                      block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
-                      block_size_B=block_size_B,
-                      fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL),
-                      confidence_BxL=confidence, iterations=s.iterations + 1)
+        s = s.replace(
+            tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
+            masked_BxL=s.masked_BxL & ~chosen,
+            nfe_B=s.nfe_B + called,
+            row_step_B=s.row_step_B + active_B,
+            trace=s_trace,
+            block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
+            block_size_B=block_size_B,
+            fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL),
+            confidence_BxL=confidence,
+            iterations=s.iterations + 1,
+        )
         return refill(s)
 
     init = SamplerState(
-        tokens_BxL=jnp.zeros((slots, length), jnp.int32), masked_BxL=jnp.zeros((slots, length), bool),
-        slot_example_B=jnp.full((slots,), n, jnp.int32), nfe_B=jnp.zeros((slots,), jnp.int32),
-        row_step_B=jnp.zeros((slots,), jnp.int32), block_step_B=jnp.zeros((slots,), jnp.int32),
-        block_size_B=jnp.zeros((slots,), jnp.int32), next_example=jnp.zeros((), jnp.int32),
+        tokens_BxL=jnp.zeros((slots, length), jnp.int32),
+        masked_BxL=jnp.zeros((slots, length), bool),
+        slot_example_B=jnp.full((slots,), n, jnp.int32),
+        nfe_B=jnp.zeros((slots,), jnp.int32),
+        row_step_B=jnp.zeros((slots,), jnp.int32),
+        block_step_B=jnp.zeros((slots,), jnp.int32),
+        block_size_B=jnp.zeros((slots,), jnp.int32),
+        next_example=jnp.zeros((), jnp.int32),
         fill_step_BxL=jnp.zeros((slots, length), jnp.int32),
-        out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32), out_nfe_N=jnp.zeros((n,), jnp.int32),
-        out_fill_step_NxL=jnp.zeros((n, length), jnp.int32), confidence_BxL=jnp.zeros(conf_shape, jnp.float32),
-        out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32), trace=trace,
-        iterations=jnp.zeros((), jnp.int32))
+        out_tokens_NxL=jnp.asarray(tokens_NxL, jnp.int32),
+        out_nfe_N=jnp.zeros((n,), jnp.int32),
+        out_fill_step_NxL=jnp.zeros((n, length), jnp.int32),
+        confidence_BxL=jnp.zeros(conf_shape, jnp.float32),
+        out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32),
+        trace=trace,
+        iterations=jnp.zeros((), jnp.int32),
+    )
     final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
-    out = {"tokens": final.out_tokens_NxL, "nfe": final.out_nfe_N, "fill_step": final.out_fill_step_NxL,
-           "iterations": final.iterations}
+    out = {
+        "tokens": final.out_tokens_NxL,
+        "nfe": final.out_nfe_N,
+        "fill_step": final.out_fill_step_NxL,
+        "iterations": final.iterations,
+    }
     if with_trace:
         out["trace"] = final.trace
         out["confidence"] = final.out_confidence_NxL
@@ -438,12 +534,14 @@ def _generate(apply_fn: Callable, params: Any, tokens_NxL: jax.Array, answer_mas
 
 # ----------------------------------------------------------------------------- model glue + eval
 
+
 class ModelFn(NamedTuple):
     """A model as the sampler, the study and training's eval take it: (apply, params).
 
     apply(params, tokens_BxL) -> logits_BxLxV; usually an mdm.model.Forward (made by
     `model_fn_from`), which also carries whether the model is time-conditioned and its
     schedule. Any plain function of (params, tokens) works too (tests use toy models)."""
+
     apply: Callable
     params: Any
 
@@ -465,20 +563,52 @@ _COMPILED: dict = {}
 def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example, replay=False):
     """`generate` compiled ahead of time, once per function, rule, slots and shapes: training's
     periodic eval and repeated evaluations reuse it (the last 16 are kept)."""
-    shapes = lambda tree: tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
-    key = (apply_fn, cfg.structure(), slots, with_trace, replay, jax.tree.structure(params), shapes(params),
-           shapes((tokens_NxL, answer_NxL)), type(seed))
+
+    def shapes(tree):
+        return tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
+
+    key = (
+        apply_fn,
+        cfg.structure(),
+        slots,
+        with_trace,
+        replay,
+        jax.tree.structure(params),
+        shapes(params),
+        shapes((tokens_NxL, answer_NxL)),
+        type(seed),
+    )
     if key not in _COMPILED:
         if len(_COMPILED) >= 16:
             _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[key] = _generate.lower(apply_fn, params, tokens_NxL, answer_NxL, cfg.structure(), cfg.knobs(),
-                                         seed, slots, with_trace, first_example, replay).compile()
+        _COMPILED[key] = _generate.lower(
+            apply_fn,
+            params,
+            tokens_NxL,
+            answer_NxL,
+            cfg.structure(),
+            cfg.knobs(),
+            seed,
+            slots,
+            with_trace,
+            first_example,
+            replay,
+        ).compile()
     return _COMPILED[key]
 
 
-def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarray, cfg: SamplerConfig,
-                 batch_size: int, seed: int, refill: bool, with_trace: bool, first_example: int,
-                 replay: bool = False) -> tuple[dict[str, np.ndarray], float]:
+def _sample_rows(
+    model_fn: ModelFn,
+    tokens_NxL: np.ndarray,
+    answer_NxL: np.ndarray,
+    cfg: SamplerConfig,
+    batch_size: int,
+    seed: int,
+    refill: bool,
+    with_trace: bool,
+    first_example: int,
+    replay: bool = False,
+) -> tuple[dict[str, np.ndarray], float]:
     """Per-example outputs of `generate` for rows that are examples first_example, ... of the
     data set (trace transposed to [N, S]), and the wall time of sampling alone."""
     apply_fn, params = model_fn
@@ -490,15 +620,28 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
     else:  # the last batch is padded with repeats, whose results are dropped
         batches = [np.arange(start, start + batch_size) % n for start in range(0, n, batch_size)]
         slots = None
-    offset = lambda idx: np.int32(first_example + idx[0])  # each example keeps its own random stream
+
+    def offset(idx):  # each example keeps its own random stream
+        return np.int32(first_example + idx[0])
+
     sharding = slot_sharding(min(batch_size, n) if refill else batch_size)  # the loop's rows
     if sharding is not None:  # inputs on the devices the slots use (replicated)
         from jax.sharding import NamedSharding, PartitionSpec
 
         replicated = NamedSharding(sharding.mesh, PartitionSpec())
         params, tokens, answer_mask = jax.device_put((params, tokens, answer_mask), replicated)
-    compiled = _compiled(apply_fn, params, tokens[batches[0]], answer_mask[batches[0]], cfg, seed, slots,
-                         with_trace, offset(batches[0]), replay)
+    compiled = _compiled(
+        apply_fn,
+        params,
+        tokens[batches[0]],
+        answer_mask[batches[0]],
+        cfg,
+        seed,
+        slots,
+        with_trace,
+        offset(batches[0]),
+        replay,
+    )
     start_time = time.perf_counter()
     knobs = cfg.knobs()
     parts = [compiled(params, tokens[idx], answer_mask[idx], knobs, seed, offset(idx)) for idx in batches]
@@ -515,8 +658,16 @@ def _sample_rows(model_fn: ModelFn, tokens_NxL: np.ndarray, answer_NxL: np.ndarr
     return rows, wall
 
 
-def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256,
-             seed: int = 0, refill: bool = True, with_trace: bool = False, replay: bool = False) -> dict:
+def evaluate(
+    model_fn: ModelFn,
+    split,
+    cfg: SamplerConfig,
+    batch_size: int = 256,
+    seed: int = 0,
+    refill: bool = True,
+    with_trace: bool = False,
+    replay: bool = False,
+) -> dict:
     """Samples every example of `split` and checks the answers with the task's checker
     (`replay`: walks each example's own answer instead of sampling, see `generate`).
 
@@ -531,27 +682,44 @@ def evaluate(model_fn: ModelFn, split, cfg: SamplerConfig, batch_size: int = 256
     n = len(split)
     start, end = distributed.shard_range(n, jax.process_index(), jax.process_count())
     if end > start:
-        rows, wall = _sample_rows(model_fn, split.tokens[start:end], split.answer_mask[start:end], cfg,
-                                  batch_size, seed, refill, with_trace, start, replay)
+        rows, wall = _sample_rows(
+            model_fn,
+            split.tokens[start:end],
+            split.answer_mask[start:end],
+            cfg,
+            batch_size,
+            seed,
+            refill,
+            with_trace,
+            start,
+            replay,
+        )
     else:  # more processes than examples: this one has none, but joins the gather
-        one, _ = _sample_rows(model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0,
-                              replay)
+        one, _ = _sample_rows(
+            model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0, replay
+        )
         one.update(iterations=0)
         rows, wall = {k: (v[:0] if isinstance(v, np.ndarray) else v) for k, v in one.items()}, 0.0
     iterations, slots = rows.pop("iterations"), rows.pop("slots")  # this process's, like wall_s
     out = distributed.gather_rows(rows, n)
     checked = split.task.check(out["tokens"], split.tokens, split.answer_mask)
     nfe = out["nfe"]
-    result = {"solve_rate": float(checked["solved"].mean()),
-              "token_accuracy": float(checked["token_accuracy"].mean()),
-              "mean_nfe": float(nfe.mean()), "median_nfe": float(np.median(nfe)),
-              "p95_nfe": float(np.percentile(nfe, 95)), "wall_s": wall, "examples_per_s": n / max(wall, 1e-9),
-              # cost without the clock: loop iterations, each a model call of `slots` rows (idle
-              # ones too), per example of this process; and answer tokens per model call (TPF)
-              "iterations": iterations,
-              "row_calls_per_example": iterations * slots / max(end - start, 1),
-              "tokens_per_call": float(split.answer_mask.sum() / max(nfe.sum(), 1)),
-              **{k: v for k, v in out.items() if not k.startswith("trace/")}, "solved": checked["solved"]}
+    result = {
+        "solve_rate": float(checked["solved"].mean()),
+        "token_accuracy": float(checked["token_accuracy"].mean()),
+        "mean_nfe": float(nfe.mean()),
+        "median_nfe": float(np.median(nfe)),
+        "p95_nfe": float(np.percentile(nfe, 95)),
+        "wall_s": wall,
+        "examples_per_s": n / max(wall, 1e-9),
+        # cost without the clock: loop iterations, each a model call of `slots` rows (idle
+        # ones too), per example of this process; and answer tokens per model call (TPF)
+        "iterations": iterations,
+        "row_calls_per_example": iterations * slots / max(end - start, 1),
+        "tokens_per_call": float(split.answer_mask.sum() / max(nfe.sum(), 1)),
+        **{k: v for k, v in out.items() if not k.startswith("trace/")},
+        "solved": checked["solved"],
+    }
     if with_trace:
-        result["trace"] = {k[len("trace/"):]: v.T for k, v in out.items() if k.startswith("trace/")}
+        result["trace"] = {k[len("trace/") :]: v.T for k, v in out.items() if k.startswith("trace/")}
     return result

@@ -1,6 +1,7 @@
 """The study's statistics: pure functions of sampler outputs (sampling.evaluate's dicts),
 data splits and tables. No model calls, no files, no plotting (mdm/report.py draws and writes).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
         return 1.0
     if p >= 1:
         return 0.0
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
-            + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k + 1)
+    ]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
@@ -70,9 +73,15 @@ def paired_counts(only_a: int, only_b: int, n: int, level: float = 0.95) -> dict
     p, q = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
     half = z * math.sqrt(max(p + q - (p - q) ** 2, 0.0) / (n + 2))
     p_value = 1.0 if m == 0 else min(1.0, 2 * _binom_cdf(min(only_a, only_b), m, 0.5))
-    return {"examples": n, "only_a": only_a, "only_b": only_b,
-            "difference": (only_a - only_b) / max(n, 1),
-            "low": max(-1.0, p - q - half), "high": min(1.0, p - q + half), "p_value": p_value}
+    return {
+        "examples": n,
+        "only_a": only_a,
+        "only_b": only_b,
+        "difference": (only_a - only_b) / max(n, 1),
+        "low": max(-1.0, p - q - half),
+        "high": min(1.0, p - q + half),
+        "p_value": p_value,
+    }
 
 
 def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
@@ -84,7 +93,7 @@ def bound_steps(out: dict, split) -> dict[str, np.ndarray]:
     rows = {"example": [], "step": [], "bound": [], "model_error": [], "chosen": [], "wrong": [], "clean": []}
     for ex in range(len(split)):
         nfe = int(out["nfe"][ex])
-        wrong_per_step = np.bincount(fill[ex][wrong[ex]], minlength=nfe + 1)[1:nfe + 1]
+        wrong_per_step = np.bincount(fill[ex][wrong[ex]], minlength=nfe + 1)[1 : nfe + 1]
         # clean: every token placed before this step is right, so the stored answer is still
         # the truth for this step's tokens
         rows["clean"].append(np.concatenate([[0], np.cumsum(wrong_per_step)[:-1]]) == 0)
@@ -112,8 +121,14 @@ def first_wrong_sets(out: dict, split) -> list[dict]:
     sets = []
     for ex in np.flatnonzero(wrong.any(-1)):
         in_set = split.answer_mask[ex] & (out["fill_step"][ex] == first[ex])
-        sets.append({"example": int(ex), "step": int(first[ex]), "positions": np.flatnonzero(in_set),
-                     "wrong": np.flatnonzero(in_set & wrong[ex])})
+        sets.append(
+            {
+                "example": int(ex),
+                "step": int(first[ex]),
+                "positions": np.flatnonzero(in_set),
+                "wrong": np.flatnonzero(in_set & wrong[ex]),
+            }
+        )
     return sets
 
 
@@ -125,10 +140,15 @@ def dependence_summary(setting: str, cases: list[dict]) -> dict:
     multi = [c for c in cases if c["set_size"] > 1]
     parallel = sum(c["kind"] == "parallel" for c in cases)
     conflicts = [c["conflicts"] for c in cases if c["conflicts"] is not None]
-    return {"setting": setting, "examples_with_an_error": n, "first_wrong_set_of_several": len(multi),
-            "parallel_errors": parallel, "model_errors": n - parallel,
-            "parallel_share": parallel / n if n else float("nan"),
-            "with_a_same_step_conflict": sum(c > 0 for c in conflicts) if conflicts else None}
+    return {
+        "setting": setting,
+        "examples_with_an_error": n,
+        "first_wrong_set_of_several": len(multi),
+        "parallel_errors": parallel,
+        "model_errors": n - parallel,
+        "parallel_share": parallel / n if n else float("nan"),
+        "with_a_same_step_conflict": sum(c > 0 for c in conflicts) if conflicts else None,
+    }
 
 
 def reliability(out: dict, split, bins: int = 10) -> list[dict]:
@@ -140,11 +160,18 @@ def reliability(out: dict, split, bins: int = 10) -> list[dict]:
     right = (out["tokens"] == split.tokens)[clean]
     edges = np.linspace(0, 1, bins + 1)
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         b = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
         if b.any():
-            rows.append({"confidence_from": float(lo), "confidence_to": float(hi), "tokens": int(b.sum()),
-                         "mean_confidence": float(confidence[b].mean()), "accuracy": float(right[b].mean())})
+            rows.append(
+                {
+                    "confidence_from": float(lo),
+                    "confidence_to": float(hi),
+                    "tokens": int(b.sum()),
+                    "mean_confidence": float(confidence[b].mean()),
+                    "accuracy": float(right[b].mean()),
+                }
+            )
     return rows
 
 
@@ -179,23 +206,31 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
     top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
     y_max = 100 * max(r["solve_rate"] for r in rows)
     summary = []
-    for (rule, proxy) in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
+    for rule, proxy in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
         group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
         base = top1[group[0]["baseline_proxy"]]
         keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
         best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
         curve = [(r["tokens_per_call"], 100 * r["solve_rate"]) for r in [base, *group] if "tokens_per_call" in r]
-        summary.append({"rule": rule, "proxy": proxy, "top1_solve_rate": base["solve_rate"],
-                        "aup": aup(curve, y_max) if curve else float("nan"),
-                        "top1_mean_nfe": base["mean_nfe"],
-                        "best_setting": best["setting"] if best else "none keeps it",
-                        "best_param": best["param"] if best else float("nan"),
-                        "best_solve_rate": best["solve_rate"] if best else float("nan"),
-                        "best_mean_nfe": best["mean_nfe"] if best else float("nan"),
-                        "nfe_speedup": base["mean_nfe"] / best["mean_nfe"] if best else float("nan"),
-                        **{k: best.get(k, float("nan")) if best else float("nan")
-                           for k in ("only_setting", "only_top1", "difference", "difference_low", "difference_high")},
-                        "wall_speedup": base["wall_s"] / best["wall_s"] if best else float("nan")})
+        summary.append(
+            {
+                "rule": rule,
+                "proxy": proxy,
+                "top1_solve_rate": base["solve_rate"],
+                "aup": aup(curve, y_max) if curve else float("nan"),
+                "top1_mean_nfe": base["mean_nfe"],
+                "best_setting": best["setting"] if best else "none keeps it",
+                "best_param": best["param"] if best else float("nan"),
+                "best_solve_rate": best["solve_rate"] if best else float("nan"),
+                "best_mean_nfe": best["mean_nfe"] if best else float("nan"),
+                "nfe_speedup": base["mean_nfe"] / best["mean_nfe"] if best else float("nan"),
+                **{
+                    k: best.get(k, float("nan")) if best else float("nan")
+                    for k in ("only_setting", "only_top1", "difference", "difference_low", "difference_high")
+                },
+                "wall_speedup": base["wall_s"] / best["wall_s"] if best else float("nan"),
+            }
+        )
     return summary
 
 
@@ -212,15 +247,18 @@ def path_diagnostics(out: dict, split) -> dict | None:
     length, solved = split.meta["path_len"], np.asarray(out["solved"], bool)
     edges = list(PATH_BUCKETS) + [np.inf]
     bins = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (length >= lo) & (length < hi)
         if sel.any():
             name = f"{lo}+" if hi == np.inf or hi > length.max() else f"{lo}-{int(hi) - 1}"
             bins.append({"path_len": name, "examples": int(sel.sum()), "solve_rate": float(solved[sel].mean())})
     failed = ~solved
-    return {"bins": bins, "failures": int(failed.sum()),
-            "wrong_length": int((failed & (given != length)).sum()),
-            "malformed": int((failed & (given < 0)).sum())}
+    return {
+        "bins": bins,
+        "failures": int(failed.sum()),
+        "wrong_length": int((failed & (given != length)).sum()),
+        "malformed": int((failed & (given < 0)).sum()),
+    }
 
 
 def steps_of(outputs: dict, split) -> dict[str, np.ndarray]:
@@ -246,13 +284,20 @@ def bound_table(steps: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     for setting in dict.fromkeys(steps["setting"]):
         sel = (steps["setting"] == setting) & steps["clean"]
-        for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:]):
+        for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:], strict=True):
             b = sel & (steps["bound"] >= lo) & (steps["bound"] < hi)
             if steps["chosen"][b].sum():
-                rows.append({"setting": str(setting), "bound_from": lo, "bound_to": hi, "steps": int(b.sum()),
-                             "tokens": int(steps["chosen"][b].sum()),
-                             "error_rate": float(steps["wrong"][b].sum() / steps["chosen"][b].sum()),
-                             "median_bound": float(np.median(steps["bound"][b]))})
+                rows.append(
+                    {
+                        "setting": str(setting),
+                        "bound_from": lo,
+                        "bound_to": hi,
+                        "steps": int(b.sum()),
+                        "tokens": int(steps["chosen"][b].sum()),
+                        "error_rate": float(steps["wrong"][b].sum() / steps["chosen"][b].sum()),
+                        "median_bound": float(np.median(steps["bound"][b])),
+                    }
+                )
     return rows
 
 
@@ -265,16 +310,22 @@ def parallel_limit(out: dict, split, setting: str) -> dict:
         depth = split.meta["singles_depth"]
         solvable, beyond = depth > 0, depth < 0
         limit.update(
-            examples_with_depth=int(solvable.sum()), mean_depth=float(depth[solvable].mean()),
+            examples_with_depth=int(solvable.sum()),
+            mean_depth=float(depth[solvable].mean()),
             mean_nfe=float(nfe[solvable].mean()),
             mean_ratio_nfe_over_depth=float((nfe[solvable] / depth[solvable]).mean()),
-            solve_rate=float(out["solved"][solvable].mean()), beyond_singles=int(beyond.sum()),
+            solve_rate=float(out["solved"][solvable].mean()),
+            beyond_singles=int(beyond.sum()),
             beyond_singles_mean_nfe=float(nfe[beyond].mean()) if beyond.any() else float("nan"),
-            beyond_singles_solve_rate=float(out["solved"][beyond].mean()) if beyond.any() else float("nan"))
+            beyond_singles_solve_rate=float(out["solved"][beyond].mean()) if beyond.any() else float("nan"),
+        )
     elif "path_len" in split.meta:
         length = split.meta["path_len"]
-        limit.update(mean_path_len=float(length.mean()), mean_nfe=float(nfe.mean()),
-                     corr_nfe_path_len=float(np.corrcoef(length, nfe)[0, 1]) if nfe.std() > 0 else float("nan"))
+        limit.update(
+            mean_path_len=float(length.mean()),
+            mean_nfe=float(nfe.mean()),
+            corr_nfe_path_len=float(np.corrcoef(length, nfe)[0, 1]) if nfe.std() > 0 else float("nan"),
+        )
     else:  # external puzzles carry neither
         limit["mean_nfe"] = float(nfe.mean())
     return limit
@@ -291,8 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     if p is None:
         sys.exit("usage: python -m mdm.stats ONLY_A ONLY_B EXAMPLES (examples only A solves, only B, all)")
-    print(f"+{p['only_a']}/-{p['only_b']} of {p['examples']}: {100 * p['difference']:+.1f} points, "
-          f"95% interval [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}], McNemar p = {p['p_value']:.3g}")
+    print(
+        f"+{p['only_a']}/-{p['only_b']} of {p['examples']}: {100 * p['difference']:+.1f} points, "
+        f"95% interval [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}], McNemar p = {p['p_value']:.3g}"
+    )
 
 
 if __name__ == "__main__":

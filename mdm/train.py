@@ -3,6 +3,7 @@
 Batches and keys are pure functions of (seed, step), so a run that is interrupted and resumed
 from its last checkpoint ends with the same parameters as one that never stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,8 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mdm import accelerators, allocator, checkpoint, data, diffusion, metrics
 from mdm.config import OPTIMIZERS, validate
@@ -43,19 +45,23 @@ class TrainState:
 
 # ----------------------------------------------------------------------------- building blocks
 
+
 def lr_schedule(config) -> optax.Schedule:
     t = config.train
-    return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, t.steps,
-                                              end_value=t.get("end_lr_factor", 0.1) * t.lr)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, t.lr, t.warmup_steps, t.steps, end_value=t.get("end_lr_factor", 0.1) * t.lr
+    )
 
 
 def _block_matrices(params) -> Any:
     """Muon's dimension numbers: the blocks' 2-D kernels are orthogonalised; embeddings, the
     output head, norms, biases and relation biases (None) take Adam's update."""
+
     def spec(path, x):
         names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
         matrix = "blocks" in names and x.ndim == 2 and "relation_bias" not in names
         return optax.contrib.MuonDimensionNumbers() if matrix else None
+
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
@@ -68,9 +74,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
     if name == "adamw":
         opt = optax.adamw(lr_schedule(config), b2=t.b2, weight_decay=t.weight_decay)
     elif name == "muon":
-        opt = optax.contrib.muon(lr_schedule(config), weight_decay=t.weight_decay, adam_b2=t.b2,
-                                 adam_weight_decay=t.weight_decay, consistent_rms=0.2,
-                                 muon_weight_dimension_numbers=_block_matrices)
+        opt = optax.contrib.muon(
+            lr_schedule(config),
+            weight_decay=t.weight_decay,
+            adam_b2=t.b2,
+            adam_weight_decay=t.weight_decay,
+            consistent_rms=0.2,
+            muon_weight_dimension_numbers=_block_matrices,
+        )
     else:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
     return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
@@ -94,20 +105,21 @@ def _mask_batch(cfg: ModelConfig, config, batch: dict, key: jax.Array) -> dict:
     t_key, mask_key = jax.random.split(key)
     tokens_BxL, answer_mask_BxL = batch["tokens"], batch["answer_mask"]
     t_B = diffusion.stratified_times(t_key, tokens_BxL.shape[0], config.diffusion.t_min)
-    z_BxL, masked_BxL = diffusion.forward_mask(mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id,
-                                               config.diffusion.schedule)
+    z_BxL, masked_BxL = diffusion.forward_mask(
+        mask_key, tokens_BxL, answer_mask_BxL, t_B, cfg.mask_id, config.diffusion.schedule
+    )
     return dict(tokens=tokens_BxL, answer_mask=answer_mask_BxL, t=t_B, z=z_BxL, masked=masked_BxL)
 
 
 def _elbo_sums(graphdef, cfg: ModelConfig, config, params, masked_batch: dict) -> dict:
     m = masked_batch
     logits_BxLxV = Forward(graphdef, cfg.time_conditioning)(params, m["z"], m["t"])
-    return diffusion.elbo_sums(logits_BxLxV, m["tokens"], m["masked"], m["answer_mask"], m["t"],
-                               config.diffusion.schedule)
+    return diffusion.elbo_sums(
+        logits_BxLxV, m["tokens"], m["masked"], m["answer_mask"], m["t"], config.diffusion.schedule
+    )
 
 
-def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: jax.Array
-                ) -> tuple[jax.Array, dict]:
+def masked_elbo(graphdef, cfg: ModelConfig, config, params, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]:
     """Masks the answers of a batch at stratified times and scores the model: (loss, metrics)."""
     m = _mask_batch(cfg, config, batch, key)
     sums = _elbo_sums(graphdef, cfg, config, params, m)
@@ -127,6 +139,7 @@ def make_train_step(graphdef, cfg: ModelConfig, tx, config, micro_batches: int =
         def objective(p):
             sums = _elbo_sums(graphdef, cfg, config, p, part)
             return diffusion.objective_numerator(weighting, sums) / denominator, sums
+
         (_, sums), grads = jax.value_and_grad(objective, has_aux=True)(params)
         return grads, sums
 
@@ -139,14 +152,16 @@ def make_train_step(graphdef, cfg: ModelConfig, tx, config, micro_batches: int =
             grads, sums = grads_and_sums(state.params, m, denominator)
         else:
             # Row i * micro_batches + j goes to part j: each device's rows stay on it.
-            parts = jax.tree.map(lambda x: jnp.swapaxes(
-                x.reshape((size // micro_batches, micro_batches) + x.shape[1:]), 0, 1), m)
+            parts = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape((size // micro_batches, micro_batches) + x.shape[1:]), 0, 1), m
+            )
 
             def add(total, part):
                 return jax.tree.map(jnp.add, total, grads_and_sums(state.params, part, denominator)), None
 
-            zeros = jax.eval_shape(lambda: grads_and_sums(state.params, jax.tree.map(lambda x: x[0], parts),
-                                                          denominator))
+            zeros = jax.eval_shape(
+                lambda: grads_and_sums(state.params, jax.tree.map(lambda x: x[0], parts), denominator)
+            )
             zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
             (grads, sums), _ = jax.lax.scan(add, zeros, parts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -154,8 +169,9 @@ def make_train_step(graphdef, cfg: ModelConfig, tx, config, micro_batches: int =
         # EMA with a warm-up, so that short runs are not dominated by the initialisation.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
-        step_metrics = dict(diffusion.sums_to_metrics(sums), grad_norm=optax.tree.norm(grads),
-                            param_norm=optax.tree.norm(params))
+        step_metrics = dict(
+            diffusion.sums_to_metrics(sums), grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params)
+        )
         if "stop" in batch:  # every process's reasons to stop, reduced in this step's program
             step_metrics["stop_reasons"] = jnp.max(batch["stop"] & SIGTERM) | jnp.max(batch["stop"] & OVER_BUDGET)
         return TrainState(state.step + 1, params, opt_state, ema), step_metrics
@@ -189,8 +205,11 @@ _MODEL_DEFAULTS = {"peer_heads": 0, "loops": 1}  # fields added later: absent fr
 def _check_compatible(saved: dict, config, workdir: str) -> None:
     """A checkpoint of another model or task in the workdir is refused before restoring."""
     saved_model = {**_MODEL_DEFAULTS, **saved["model"]}
-    differences = [f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}" for k in _MODEL_KEYS
-                   if saved_model.get(k) != config.model[k]]
+    differences = [
+        f"model.{k} {saved_model.get(k)!r} vs {config.model[k]!r}"
+        for k in _MODEL_KEYS
+        if saved_model.get(k) != config.model[k]
+    ]
     if saved["train"]["batch_size"] != config.train.batch_size:  # another data stream
         differences.append(f"train.batch_size {saved['train']['batch_size']} vs {config.train.batch_size}")
     saved_optimizer = saved["train"].get("optimizer", "adamw")
@@ -201,8 +220,10 @@ def _check_compatible(saved: dict, config, workdir: str) -> None:
     if (saved_task.name, saved_task.length) != (task.name, task.length):
         differences.append(f"data.name {saved['data']['name']!r} vs {config.data.name!r}")
     if differences:
-        raise TrainingError(f"{workdir} holds a checkpoint of an incompatible model, optimizer or batch "
-                            f"({'; '.join(differences)}); use another --workdir or remove it")
+        raise TrainingError(
+            f"{workdir} holds a checkpoint of an incompatible model, optimizer or batch "
+            f"({'; '.join(differences)}); use another --workdir or remove it"
+        )
 
 
 class _WorkdirLock:
@@ -223,8 +244,10 @@ class _WorkdirLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
-            raise TrainingError(f"{self.path.parent} is in use by another training run ({holder}); "
-                                f"wait for it to finish or use another --workdir") from None
+            raise TrainingError(
+                f"{self.path.parent} is in use by another training run ({holder}); "
+                f"wait for it to finish or use another --workdir"
+            ) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"pid {os.getpid()}")
@@ -270,8 +293,13 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None = None,
-          progress: bool = True, splits: dict[str, data.Split] | None = None) -> TrainState:
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop_at: int | None = None,
+    progress: bool = True,
+    splits: dict[str, data.Split] | None = None,
+) -> TrainState:
     """Trains (or resumes) in workdir; returns the final state. `stop_at` ends early (tests).
     `splits` ({"train": ..., "validation": ...}) replaces the data on disk (e.g. generated in
     memory where TFDS is not installed).
@@ -281,20 +309,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at: int | None =
     config = config.copy_and_resolve_references()
     validate(config)
     workdir_path = _prepare_workdir(workdir)
-    with (_WorkdirLock(workdir_path) if is_primary() else contextlib.nullcontext()):
+    with _WorkdirLock(workdir_path) if is_primary() else contextlib.nullcontext():
         return _train(config, workdir, workdir_path, stop_at, progress, splits)
 
 
-def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None, progress: bool,
-           splits: dict | None) -> TrainState:
+def _train(
+    config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None, progress: bool, splits: dict | None
+) -> TrainState:
     started = time.time()
     say = (lambda message: print(message, flush=True)) if is_primary() else (lambda message: None)
     mesh = make_mesh()
     n_devices = mesh.devices.size
     micro = _micro_batches(config, n_devices)
     if micro > 1:
-        say(f"batch {config.train.batch_size} = {n_devices} device(s) x {micro} micro-batches of "
-            f"{config.train.batch_size // n_devices // micro} (gradients accumulated)")
+        say(
+            f"batch {config.train.batch_size} = {n_devices} device(s) x {micro} micro-batches of "
+            f"{config.train.batch_size // n_devices // micro} (gradients accumulated)"
+        )
     train_split = splits["train"] if splits else data.load_for(config, "train")
     # choices are made on validation; test is for reports
     eval_split = splits["validation"] if splits else data.load_for(config, "validation")
@@ -316,10 +347,12 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     else:
         state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.tree.map(jnp.copy, params))
         state = jax.device_put(state, replicated)
-    say(f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
-          f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
-          f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
-          f"data {config.data.name} ({len(train_split)} train / {len(eval_split)} validation for eval)")
+    say(
+        f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
+        f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
+        f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
+        f"data {config.data.name} ({len(train_split)} train / {len(eval_split)} validation for eval)"
+    )
 
     train_step = jax.jit(make_train_step(graphdef, cfg, tx, config, micro), donate_argnums=0)
     eval_loss = jax.jit(make_eval_loss(graphdef, cfg, config))
@@ -332,11 +365,11 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
 
     def save(step: int) -> None:
         if not params_finite(state.params):
-            raise FloatingPointError(f"parameters are not finite at step {step}; "
-                                     f"the last good checkpoint is kept")
+            raise FloatingPointError(f"parameters are not finite at step {step}; the last good checkpoint is kept")
         ckpt.save(step, state, config_dict)
 
     from tqdm.auto import tqdm
+
     bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not progress or not is_primary())
     pending = None  # (step, metrics) of a logged step, read one step later: the device never waits
     step_metrics = None
@@ -351,11 +384,9 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
         pending = None
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items() if k != "stop_reasons"}
         if not math.isfinite(values["loss"]):
-            raise FloatingPointError(f"the loss is {values['loss']} at step {step}; "
-                                     f"the last good checkpoint is kept")
+            raise FloatingPointError(f"the loss is {values['loss']} at step {step}; the last good checkpoint is kept")
         steps_per_s = (step - clock["step"]) / max(time.time() - clock["time"], 1e-9)
-        values.update(lr=float(schedule(step)), steps_per_s=steps_per_s,
-                      tokens_per_s=steps_per_s * tokens_per_step)
+        values.update(lr=float(schedule(step)), steps_per_s=steps_per_s, tokens_per_s=steps_per_s * tokens_per_step)
         writers.write(step, values)
         bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['masked_accuracy']:.3f}")
         clock.update(time=time.time(), step=step)
@@ -365,8 +396,16 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
 
     def make_batch(step: int) -> dict:
         pool = data.curriculum_pool(train_split, step, config.train.get("curriculum_steps", 0))
-        batch = data.get_batch(train_split, config.seed, step, config.train.batch_size, proc, nproc,
-                               augment=config.train.augment, pool=pool)
+        batch = data.get_batch(
+            train_split,
+            config.seed,
+            step,
+            config.train.batch_size,
+            proc,
+            nproc,
+            augment=config.train.augment,
+            pool=pool,
+        )
         # This process's reasons to stop ride with its rows; the step reduces them over all
         # processes (see make_train_step), so every process reads the same decision.
         local = SIGTERM * flag.stop | OVER_BUDGET * bool(budget and time.time() - started > budget)
@@ -376,7 +415,7 @@ def _train(config, workdir: str, workdir_path: pathlib.Path, stop_at: int | None
     batches = data.prefetch(make_batch, range(start, end))  # prepared ahead in a thread
     try:
         with flag:
-            for step, batch in zip(range(start, end), batches):
+            for step, batch in zip(range(start, end), batches, strict=False):
                 previous = step_metrics if step > start else None
                 state, step_metrics = train_step(state, batch)
                 # At most one step in flight: unchecked, the host queues dozens of steps in a
@@ -422,11 +461,14 @@ def _micro_batches(config, n_devices: int) -> int:
     share = t.batch_size // n_devices
     micro_size = t.get("micro_batch_size", 0)
     if micro_size and share > micro_size and share % micro_size:
-        raise TrainingError(f"config.train.micro_batch_size {micro_size} does not divide the "
-                            f"{share} examples each of the {n_devices} device(s) takes per step")
+        raise TrainingError(
+            f"config.train.micro_batch_size {micro_size} does not divide the "
+            f"{share} examples each of the {n_devices} device(s) takes per step"
+        )
     length = data.DATASETS[config.data.name].task.length
-    return accelerators.micro_batches(t.batch_size, n_devices, accelerators.device_kind(),
-                                      jax.default_backend(), length, micro_size)
+    return accelerators.micro_batches(
+        t.batch_size, n_devices, accelerators.device_kind(), jax.default_backend(), length, micro_size
+    )
 
 
 def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval_loss=None) -> dict:
@@ -438,7 +480,7 @@ def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval
     totals: dict[str, float] = {}
     batches = 0
     for i, start in enumerate(range(0, n - bs + 1, bs)):
-        batch = {"tokens": split.tokens[start:start + bs], "answer_mask": split.answer_mask[start:start + bs]}
+        batch = {"tokens": split.tokens[start : start + bs], "answer_mask": split.answer_mask[start : start + bs]}
         out = jax.device_get(eval_loss(params, batch, jax.random.key(1_000 + i)))
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v)
@@ -453,8 +495,10 @@ def evaluate(graphdef, cfg: ModelConfig, params, split: data.Split, config, eval
         # this process's copy of the replicated parameters.
         local = jax.tree.map(lambda x: x.addressable_data(0) if jax.process_count() > 1 else x, params)
         model_fn = sampling.model_fn_from(graphdef, local, config.diffusion.schedule)
-        for name, sampler_cfg in (("top1", sampling.SamplerConfig(rule="topk", k=1)),
-                                  (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma))):
+        for name, sampler_cfg in (
+            ("top1", sampling.SamplerConfig(rule="topk", k=1)),
+            (f"eb{config.eval.gamma:g}", sampling.SamplerConfig(rule="eb", gamma=config.eval.gamma)),
+        ):
             out = sampling.evaluate(model_fn, subset, sampler_cfg, batch_size=config.eval.batch_size)
             result[f"eval/{name}_solve_rate"] = out["solve_rate"]
             result[f"eval/{name}_mean_nfe"] = out["mean_nfe"]

@@ -7,6 +7,7 @@ each process draws only its slice's symmetries), or samples its test split, and 
 OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
 step it stopped at to OUT/preempt_<process_id>.txt.
 """
+
 import os
 import pathlib
 import sys
@@ -31,12 +32,13 @@ SAMPLER = dict(rule="eb", gamma=0.5, temperature=1.0)  # random draws: keys must
 def main():
     mode, port, pid, nproc, workdir, out = sys.argv[1:]
     import faulthandler
+
     faulthandler.dump_traceback_later(150, repeat=True)  # a hang shows where each thread waits
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before jax starts
     import jax
     import numpy as np
 
-    from mdm import checkpoint, data, distributed, loading, sampling, train
+    from mdm import data, distributed, loading, sampling, train
 
     assert distributed.initialize(f"localhost:{port}", int(nproc), int(pid))
     assert jax.device_count() == 2 * int(nproc) and jax.local_device_count() == 2
@@ -50,8 +52,8 @@ def main():
     if mode == "skew":  # the processes reach their first real collective 35 s apart
         import time
 
-        import jax.numpy as jnp
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         mesh = train.make_mesh()
         distributed.connect(mesh)
@@ -71,8 +73,9 @@ def main():
     else:
         graphdef, params, config = loading.load_model(workdir)
         split = data.load_for(config, "test").take(np.arange(10))
-        result = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
-                                   sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1)
+        result = sampling.evaluate(
+            sampling.model_fn_from(graphdef, params), split, sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1
+        )
         leaves = [result["tokens"], result["nfe"], result["fill_step"]]
     np.savez(pathlib.Path(out) / f"{mode}_{pid}.npz", *leaves)
 

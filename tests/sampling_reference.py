@@ -2,6 +2,7 @@
 
 It shares nothing with mdm/sampling.py but the model function it calls.
 """
+
 import numpy as np
 
 
@@ -18,8 +19,11 @@ def stats(logits_LxV):
 def ranking(s, eligible, proxy):
     """Eligible positions, lowest expected error first (ties: lower position first)."""
     positions = [int(i) for i in np.flatnonzero(eligible)]
-    key = {"confidence": lambda i: -s["confidence"][i], "margin": lambda i: -s["margin"][i],
-           "entropy": lambda i: s["entropy"][i]}[proxy]
+    key = {
+        "confidence": lambda i: -s["confidence"][i],
+        "margin": lambda i: -s["margin"][i],
+        "entropy": lambda i: s["entropy"][i],
+    }[proxy]
     return sorted(positions, key=lambda i: (key(i), i))
 
 

@@ -1,5 +1,6 @@
 """The entry points' C allocator (mdm/allocator.py): chosen by MDM_ALLOCATOR, put in place by
 re-executing the command once, turned off with MDM_ALLOCATOR=system."""
+
 import os
 import pathlib
 import subprocess
@@ -11,16 +12,19 @@ from mdm import allocator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LINUX = sys.platform.startswith("linux")
-PROBE = ("import os, sys; sys.path.insert(0, {root!r}); from mdm import allocator; "
-         "allocator.use_fast_allocator(); print(allocator.active(), os.environ.get('LD_PRELOAD', ''), sys.argv[1:])")
+PROBE = (
+    "import os, sys; sys.path.insert(0, {root!r}); from mdm import allocator; "
+    "allocator.use_fast_allocator(); print(allocator.active(), os.environ.get('LD_PRELOAD', ''), sys.argv[1:])"
+)
 
 
 def probe(value: str | None, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator._MARKER)}
     if value is not None:
         env[allocator.ENV] = value
-    return subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT)), *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE.format(root=str(ROOT)), *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.skipif(not LINUX or allocator.find("mimalloc") is None, reason="the mimalloc wheel is Linux only")
@@ -41,8 +45,9 @@ def test_system_turns_it_off():
 def test_an_unknown_choice_is_one_sentence():
     out = probe("jemallocc")
     assert out.returncode == 1
-    assert out.stderr.strip() == ("error: MDM_ALLOCATOR='jemallocc' is not an allocator choice; "
-                                  "expected one of auto, mimalloc, tcmalloc, system")
+    assert out.stderr.strip() == (
+        "error: MDM_ALLOCATOR='jemallocc' is not an allocator choice; expected one of auto, mimalloc, tcmalloc, system"
+    )
 
 
 def test_a_missing_library_is_named(monkeypatch):
@@ -64,7 +69,7 @@ def test_reexecutes_once_and_keeps_an_existing_preload(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libother.so")
     monkeypatch.delenv(allocator._MARKER, raising=False)
     allocator.use_fast_allocator()
-    (path, argv, env), = calls
+    ((path, argv, env),) = calls
     assert path == sys.executable and argv[1:] == sys.orig_argv[1:]
     assert env["LD_PRELOAD"] == "/opt/libmimalloc.so:/usr/lib/libother.so"
     assert env[allocator._MARKER] == "/opt/libmimalloc.so"

@@ -1,4 +1,5 @@
 """The benchmark runner: every group runs on tiny settings and writes one row per figure."""
+
 import json
 import os
 import pathlib
@@ -12,8 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def run(*args):
     env = dict(os.environ, WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
@@ -23,9 +25,32 @@ def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
 
     train.train(sudoku.get_config("tiny"), str(tmp_path / "run"), progress=False)
     out = tmp_path / "bench.json"
-    result = run("--workdir", str(tmp_path / "run"), "--datasets", "maze5", "--data_n", "500", "--workers", "1", "--presets", "sudoku:tiny",
-                 "--train_steps", "2", "--sampler_batch", "4", "--examples", "12", "--batches", "8",
-                 "--gammas", "0.5", "--input_batch", "64", "--out", str(out))
+    result = run(
+        "--workdir",
+        str(tmp_path / "run"),
+        "--datasets",
+        "maze5",
+        "--data_n",
+        "500",
+        "--workers",
+        "1",
+        "--presets",
+        "sudoku:tiny",
+        "--train_steps",
+        "2",
+        "--sampler_batch",
+        "4",
+        "--examples",
+        "12",
+        "--batches",
+        "8",
+        "--gammas",
+        "0.5",
+        "--input_batch",
+        "64",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     saved = json.loads(out.read_text())
     rows = saved["rows"]
@@ -51,8 +76,9 @@ def test_allocators_side_by_side(data_dir, tmp_path):
     from mdm import allocator
 
     out = tmp_path / "alloc.json"
-    result = run("--train", "--presets", "sudoku:tiny", "--train_steps", "2", "--allocators", "system,auto",
-                 "--out", str(out))
+    result = run(
+        "--train", "--presets", "sudoku:tiny", "--train_steps", "2", "--allocators", "system,auto", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
     fast = "mimalloc" if sys.platform.startswith("linux") and allocator.find("mimalloc") else "system"
@@ -67,10 +93,29 @@ def test_the_accelerator_command_rehearses_on_a_cpu_and_writes_its_files(tmp_pat
     """The GPU window's command, end to end on tiny settings: data made in memory (no TFDS),
     probe, budgeted training, bf16 export, gamma chosen on validation, test at two row counts."""
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.accelerator", "--out", str(out), "--rehearse",
-                             "--rows", "8", "--gammas", "0.01,1", "--sudoku_budget_s", "2", "--maze_budget_s", "2"],
-                            cwd=ROOT, env=dict(os.environ, WANDB_MODE="disabled"), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.accelerator",
+            "--out",
+            str(out),
+            "--rehearse",
+            "--rows",
+            "8",
+            "--gammas",
+            "0.01,1",
+            "--sudoku_budget_s",
+            "2",
+            "--maze_budget_s",
+            "2",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, WANDB_MODE="disabled"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(p.stat().st_size < 16e6 for p in files)

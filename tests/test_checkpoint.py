@@ -1,5 +1,6 @@
 """Checkpoints that fail: a full disk while saving, a damaged latest step, two runs on one
 workdir, and writes from processes other than process 0."""
+
 import os
 import pathlib
 import shutil
@@ -50,8 +51,11 @@ def test_full_disk_is_one_sentence_and_cleans_up(data_dir, tmp_path, monkeypatch
         real_wait(self)
         if (pathlib.Path(self.directory) / "4").exists():  # make step 4 look half-written
             (pathlib.Path(self.directory) / "4").rename(pathlib.Path(self.directory) / "4.orbax-checkpoint-tmp-1")
-            raise ValueError('RESOURCE_EXHAUSTED: Failed writing: "d/abc": Failed to write 259 bytes to file 8: '
-                             "No space left on device [os_error_code='28']")
+            raise ValueError(
+                'RESOURCE_EXHAUSTED: Failed writing: "d/abc": Failed to write 259 bytes to file 8: '
+                "No space left on device [os_error_code='28']"
+            )
+
     monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", failing_wait)
     with pytest.raises(checkpoint.CheckpointError) as error:
         train.train(tiny(), str(workdir), progress=False)
@@ -65,8 +69,10 @@ def _can_mount_tmpfs(path: pathlib.Path) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=450k", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=450k", "tmpfs", str(path)], capture_output=True).returncode
+        == 0
+    )
 
 
 def test_full_disk_on_a_real_small_filesystem(data_dir, tmp_path):
@@ -76,10 +82,23 @@ def test_full_disk_on_a_real_small_filesystem(data_dir, tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     try:
         env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
-        out = subprocess.run([sys.executable, "train.py", "--config", "configs/sudoku.py:tiny",
-                              f"--workdir={small}/run", "--config.train.steps=12", "--config.checkpoint.every=4",
-                              "--config.eval.every=1000"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                "--config",
+                "configs/sudoku.py:tiny",
+                f"--workdir={small}/run",
+                "--config.train.steps=12",
+                "--config.checkpoint.every=4",
+                "--config.eval.every=1000",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = [line for line in out.stderr.splitlines() if line.strip() and "train:" not in line]
         assert out.returncode == 1
         assert len(lines) == 1 and lines[0].startswith("error: cannot save the checkpoint of step "), lines[:5]
@@ -132,10 +151,18 @@ def test_a_second_run_on_a_workdir_is_refused(data_dir, tmp_path):
 def test_a_killed_run_leaves_no_stuck_lock(data_dir, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from mdm import train; "
-                               f"lock = train._WorkdirLock(pathlib.Path({str(workdir)!r})).__enter__(); "
-                               "print('locked', flush=True); time.sleep(600)"],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, sys, time; from mdm import train; "
+            f"lock = train._WorkdirLock(pathlib.Path({str(workdir)!r})).__enter__(); "
+            "print('locked', flush=True); time.sleep(600)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(train.TrainingError, match="in use"):
         train.train(tiny(), str(workdir), progress=False)
@@ -169,8 +196,9 @@ def test_loading_for_sampling_reads_only_the_parameters(trained, monkeypatch):
 
     def no_optimizer(*args, **kwargs):
         raise AssertionError("sampling must not build the optimizer")
+
     monkeypatch.setattr(train, "make_optimizer", no_optimizer)
     _, ema, _ = loading.load_model(str(workdir))
     _, raw, _ = loading.load_model(str(workdir), use_ema=False)
     for mine, theirs in ((ema, full.ema), (raw, full.params)):
-        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs)))
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True))

@@ -1,4 +1,5 @@
 """End to end: train.py then sample.py on a tiny config, and each bad input of sample.py."""
+
 import os
 import pathlib
 import subprocess
@@ -13,8 +14,7 @@ PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419.
 def run(args, data_dir, timeout=300, **env):
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")} | env
     env.update(WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 TRAINED = {}
@@ -47,15 +47,44 @@ def test_entry_points_run_under_the_fast_allocator_and_it_turns_off(workdir, dat
 
 
 def test_sample_table_and_files(workdir, data_dir):
-    out = run(["sample.py", f"--workdir={workdir}", "--gamma", "0,1", "--proxy", "confidence,entropy",
-               "--examples", "20", "--batch_size", "8"], data_dir)
+    out = run(
+        [
+            "sample.py",
+            f"--workdir={workdir}",
+            "--gamma",
+            "0,1",
+            "--proxy",
+            "confidence,entropy",
+            "--examples",
+            "20",
+            "--batch_size",
+            "8",
+        ],
+        data_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     for setting in ("eb gamma=0 (confidence)", "eb gamma=1 (entropy)"):
         assert setting in out.stdout
     assert "NFE x" in out.stdout
     assert (pathlib.Path(workdir) / "sample_results.csv").exists()
-    other = run(["sample.py", f"--workdir={workdir}", "--sampler", "random", "--steps", "4",
-                 "--examples", "10", "--norefill", "--show", "1", "--split", "validation"], data_dir)
+    other = run(
+        [
+            "sample.py",
+            f"--workdir={workdir}",
+            "--sampler",
+            "random",
+            "--steps",
+            "4",
+            "--examples",
+            "10",
+            "--norefill",
+            "--show",
+            "1",
+            "--split",
+            "validation",
+        ],
+        data_dir,
+    )
     assert other.returncode == 0 and "random steps=4" in other.stdout
     assert "10 validation examples of sudoku" in other.stdout
     assert "example 0 (random steps=4 (random))" in other.stdout and "-------+" in other.stdout
@@ -67,19 +96,22 @@ def test_solve_one_puzzle(workdir, data_dir):
     assert out.returncode in (0, 1)  # 1: the tiny model's answer is not a valid solution
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--gamma", "-1"], "gamma must be >= 0"),
-    (["--sampler", "topk", "--k", "0"], "k must be >= 1"),
-    (["--sampler", "threshold", "--tau", "1.5"], "tau must be in (0, 1]"),
-    (["--sampler", "beam"], "beam"),
-    (["--proxy", "logits"], "unknown proxy"),
-    (["--gamma", "abc"], "--gamma takes a comma-separated list"),
-    (["--puzzle", "123"], "81 cells"),
-    (["--puzzle", "11" + "0" * 79], "row 1 holds 1 twice"),
-    (["--puzzle", "x" * 81], "digits 1-9"),
-    (["--dataset", "maze5"], "not a data set of this checkpoint's task"),
-    (["--split", "train"], "--split"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--gamma", "-1"], "gamma must be >= 0"),
+        (["--sampler", "topk", "--k", "0"], "k must be >= 1"),
+        (["--sampler", "threshold", "--tau", "1.5"], "tau must be in (0, 1]"),
+        (["--sampler", "beam"], "beam"),
+        (["--proxy", "logits"], "unknown proxy"),
+        (["--gamma", "abc"], "--gamma takes a comma-separated list"),
+        (["--puzzle", "123"], "81 cells"),
+        (["--puzzle", "11" + "0" * 79], "row 1 holds 1 twice"),
+        (["--puzzle", "x" * 81], "digits 1-9"),
+        (["--dataset", "maze5"], "not a data set of this checkpoint's task"),
+        (["--split", "train"], "--split"),
+    ],
+)
 def test_bad_input(workdir, data_dir, args, message):
     out = run(["sample.py", f"--workdir={workdir}", *args], data_dir)
     assert out.returncode != 0
@@ -97,7 +129,7 @@ def test_puzzle_file(workdir, data_dir, tmp_path):
     from mdm.tasks import sudoku
 
     puzzles, solutions = sudoku.generate(3, np.random.default_rng(0))
-    lines = [f"{sudoku.to_string(p)},{''.join(map(str, s))}" for p, s in zip(puzzles, solutions)]
+    lines = [f"{sudoku.to_string(p)},{''.join(map(str, s))}" for p, s in zip(puzzles, solutions, strict=True)]
     path = tmp_path / "puzzles.csv"
     path.write_text("\n".join(lines + ["123"]) + "\n")
     out = run(["sample.py", f"--workdir={workdir}", f"--puzzle_file={path}", "--gamma", "1"], data_dir)
@@ -113,18 +145,34 @@ def test_text_trains_and_sampling_reports_kl_against_the_chain(data_dir, tmp_pat
     out = run(["train.py", "--config", "configs/text.py:tiny", f"--workdir={path}"], data_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "eval/elbo_bits_per_token" in out.stdout
-    out = run(["sample.py", f"--workdir={path}", "--gamma", "0,1", "--temperature", "1", "--examples", "6",
-               "--batch_size", "6"], data_dir)
+    out = run(
+        [
+            "sample.py",
+            f"--workdir={path}",
+            "--gamma",
+            "0,1",
+            "--temperature",
+            "1",
+            "--examples",
+            "6",
+            "--batch_size",
+            "6",
+        ],
+        data_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "KL(q||p) per token" in out.stdout and "eb gamma=1 (confidence)" in out.stdout
     assert (path / "sample_kl.json").exists() and not (path / "sample_results.json").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--workdir=exact:text", "--gamma", "0.1"], "undefined at --temperature 0"),
-    (["--workdir=exact:sudoku"], "has no exact denoiser"),
-    (["--workdir=exact:nothing"], "is not a data set"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--workdir=exact:text", "--gamma", "0.1"], "undefined at --temperature 0"),
+        (["--workdir=exact:sudoku"], "has no exact denoiser"),
+        (["--workdir=exact:nothing"], "is not a data set"),
+    ],
+)
 def test_bad_input_of_the_exact_denoiser(data_dir, args, message):
     out = run(["sample.py", *args], data_dir)
     assert out.returncode != 0 and message in out.stderr

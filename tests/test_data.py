@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm import data
 from mdm.tasks import MazeTask, SudokuTask
@@ -108,8 +109,13 @@ def test_augmented_batches_are_pure_and_split_over_processes():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), step=st.integers(0, 10**6), rows=st.integers(1, 40),
-       shape=st.lists(st.integers(1, 5), max_size=2), data_=st.data())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    step=st.integers(0, 10**6),
+    rows=st.integers(1, 40),
+    shape=st.lists(st.integers(1, 5), max_size=2),
+    data_=st.data(),
+)
 def test_row_streams_do_not_depend_on_the_other_rows(seed, step, rows, shape, data_):
     subset = np.array(sorted(data_.draw(st.sets(st.integers(0, rows - 1), min_size=1))))
     whole, part = data.RowStreams(seed, step, np.arange(rows)), data.RowStreams(seed, step, subset)
@@ -135,6 +141,7 @@ def test_augmented_batches_do_not_depend_on_the_process_count(name):
 
 def test_a_curriculum_draws_from_the_easiest_examples_first():
     from mdm.tasks import maze
+
     out = maze.generate(200, np.random.default_rng(0), 3)
     split = data.Split(out["tokens"], out["answer_mask"], {"path_len": out["path_len"]}, maze.MazeTask(3))
     pools = [data.curriculum_pool(split, step, 10) for step in range(11)]

@@ -1,4 +1,5 @@
 """Two processes on localhost (2 fake CPU devices each) against one process."""
+
 import os
 import pathlib
 import signal
@@ -27,16 +28,35 @@ def _free_port() -> int:
 def _start_two(mode: str, workdir, out, **env_vars) -> list[subprocess.Popen]:
     port = _free_port()
     env = dict(os.environ, WANDB_MODE="disabled", **env_vars)
-    return [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), mode, str(port),
-                              str(i), "2", str(workdir), str(out)], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "multihost_worker.py"),
+                mode,
+                str(port),
+                str(i),
+                "2",
+                str(workdir),
+                str(out),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
 
 
 def _run_two(mode: str, workdir, out, **env_vars) -> None:
     procs = _start_two(mode, workdir, out, **env_vars)
     logs = [p.communicate(timeout=400)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(
-        f"--- process {i} (exit {p.returncode}):\n{log[-6000:]}" for i, (p, log) in enumerate(zip(procs, logs)))
+        f"--- process {i} (exit {p.returncode}):\n{log[-6000:]}"
+        for i, (p, log) in enumerate(zip(procs, logs, strict=True))
+    )
 
 
 def _load(path) -> list[np.ndarray]:
@@ -51,9 +71,9 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
     out.mkdir()
     _run_two("train", workdir, out)
     first, second = _load(out / "train_0.npz"), _load(out / "train_1.npz")
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))  # both processes hold the same model
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))  # both processes hold the same model
     single = train.train(multihost_worker.tiny_config(), str(tmp_path / "single"), progress=False)
-    for mine, theirs in zip(jax.tree.leaves(single.params), first):  # one process, the same global batch
+    for mine, theirs in zip(jax.tree.leaves(single.params), first, strict=True):  # one process, the same global batch
         np.testing.assert_allclose(np.asarray(mine), theirs, rtol=2e-4, atol=2e-6)
     assert (workdir / "metrics.jsonl").read_text().count('"step": 4') >= 1  # process 0 logged, once per step
     lines = [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -63,8 +83,13 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
     # ...and sampling split over two processes gives each example what one process gives it.
     _run_two("sample", workdir, out)
     split = data.load_for(loaded_config, "test").take(np.arange(10))
-    alone = sampling.evaluate(sampling.model_fn_from(graphdef, params), split,
-                              sampling.SamplerConfig(**multihost_worker.SAMPLER), batch_size=3, seed=1)
+    alone = sampling.evaluate(
+        sampling.model_fn_from(graphdef, params),
+        split,
+        sampling.SamplerConfig(**multihost_worker.SAMPLER),
+        batch_size=3,
+        seed=1,
+    )
     for pid in range(2):
         tokens, nfe, fill_step = _load(out / f"sample_{pid}.npz")
         assert (tokens == alone["tokens"]).all() and (nfe == alone["nfe"]).all()
@@ -102,7 +127,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGTERM)  # only the second process is preempted
     logs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, log in zip(procs, logs):
+    for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
     steps = [int((out / f"preempt_{pid}.txt").read_text()) for pid in range(2)]
     assert steps[0] == steps[1] and 0 < steps[0] < 100_000, steps

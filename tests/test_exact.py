@@ -1,4 +1,5 @@
 """The study against a known truth: the sampler's log q(x), KL(q || p), and the exact TC next to EB's bound."""
+
 import collections
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_log_q_of_a_sample_is_its_frequency():
     assert out["nfe"].mean() < 3.9  # parallel steps happened
     counts = collections.Counter(map(tuple, out["tokens"]))
     q_of = {}
-    for x, lq in zip(map(tuple, out["tokens"]), log_q):
+    for x, lq in zip(map(tuple, out["tokens"]), log_q, strict=True):
         assert q_of.setdefault(x, lq) == pytest.approx(lq, abs=1e-4)  # one trajectory per answer
     assert 0.98 < sum(np.exp(v) for v in q_of.values()) <= 1.0 + 1e-4
     for x, lq in q_of.items():
@@ -76,9 +77,13 @@ def test_one_at_a_time_with_the_exact_denoiser_has_no_error():
     task, model_fn = _toy(2)
     tokens, answer_mask = _copies(300, first=2)
     split = Split(tokens, answer_mask, {}, task)
-    rows, outputs = exact.kl_rows(model_fn, split, [SamplerConfig(rule="topk", k=1, temperature=1.0),
-                                                    SamplerConfig(rule="topk", k=4, temperature=1.0)],
-                                  batch_size=64, progress=False)
+    rows, outputs = exact.kl_rows(
+        model_fn,
+        split,
+        [SamplerConfig(rule="topk", k=1, temperature=1.0), SamplerConfig(rule="topk", k=4, temperature=1.0)],
+        batch_size=64,
+        progress=False,
+    )
     top1, all_at_once = rows
     one = outputs[SamplerConfig(rule="topk", k=1, temperature=1.0)]
     np.testing.assert_allclose(one["log_q"], one["log_p"], atol=1e-4)  # q = p, sample by sample
@@ -116,8 +121,15 @@ def test_exact_denoiser_steps_never_exceed_the_bound():
 
 def test_a_wrong_bound_is_caught():
     """The check can fail: a step whose recorded bound is below the truth's TC is counted."""
-    steps = {"bound": np.array([0.5, 0.1]), "tc": np.array([0.2, 0.3]), "exact": np.array([True, True]),
-             "tc_se": np.zeros(2), "kl_product": np.zeros(2), "size": np.array([2, 2]), "single_steps": np.array(0)}
+    steps = {
+        "bound": np.array([0.5, 0.1]),
+        "tc": np.array([0.2, 0.3]),
+        "exact": np.array([True, True]),
+        "tc_se": np.zeros(2),
+        "kl_product": np.zeros(2),
+        "size": np.array([2, 2]),
+        "single_steps": np.array(0),
+    }
     assert exact.dependence_summary("x", steps)["tc_above_bound"] == 1
 
 
@@ -127,15 +139,33 @@ def test_latin_exact_study_end_to_end(tmp_path):
     split = Split(data["tokens"], data["answer_mask"], {k: data[k] for k in task.meta_fields}, task)
     import ml_collections
 
-    study = ml_collections.ConfigDict(dict(examples=12, batch_size=6, proxies=("confidence",), gammas=(4.0,),
-                                           ks=(1,), taus=(), steps=(2,), keep_fraction=0.99,
-                                           tightness_examples=12, seed=0))
+    study = ml_collections.ConfigDict(
+        dict(
+            examples=12,
+            batch_size=6,
+            proxies=("confidence",),
+            gammas=(4.0,),
+            ks=(1,),
+            taus=(),
+            steps=(2,),
+            keep_fraction=0.99,
+            tightness_examples=12,
+            seed=0,
+        )
+    )
     result = exact.run_exact_study(task.exact_model(), split, study, tmp_path, progress=False)
     rows = {r["setting"]: r for r in result["rows"]}
     assert rows["topk k=1 (confidence)"]["invalid"] == 0  # exact marginals one at a time: always valid
     assert rows["topk k=1 (confidence)"]["kl_per_char"] == pytest.approx(0, abs=1e-4)
     assert all(d["tc_above_bound"] == 0 for d in result["dependence"])
-    for name in ("exact_report.md", "exact_results.csv", "exact_steps.csv.gz", "exact_summary.png", "kl_frontier.png", "tc_bound.png"):
+    for name in (
+        "exact_report.md",
+        "exact_results.csv",
+        "exact_steps.csv.gz",
+        "exact_summary.png",
+        "kl_frontier.png",
+        "tc_bound.png",
+    ):
         assert (tmp_path / name).exists()
     assert "## KL(q || p) against NFE" in (tmp_path / "exact_report.md").read_text()
 
@@ -152,13 +182,15 @@ def test_replay_gives_the_probability_of_the_given_answer():
     answer_mask = np.zeros_like(tokens, bool)
     answer_mask[:, 1:] = True
     cfg = SamplerConfig(rule="eb", gamma=1.5, proxy="entropy", temperature=1.0)
-    walked = sampling.evaluate(model_fn, Split(tokens, answer_mask, {}, task), cfg, batch_size=27, with_trace=True,
-                               replay=True)
+    walked = sampling.evaluate(
+        model_fn, Split(tokens, answer_mask, {}, task), cfg, batch_size=27, with_trace=True, replay=True
+    )
     assert (walked["tokens"] == tokens).all()
     log_q = walked["trace"]["log_q"].sum(0)
     assert np.exp(log_q.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
-    drawn = sampling.evaluate(model_fn, Split(tokens[:40], answer_mask[:40], {}, task), cfg, batch_size=8,
-                              with_trace=True)
+    drawn = sampling.evaluate(
+        model_fn, Split(tokens[:40], answer_mask[:40], {}, task), cfg, batch_size=8, with_trace=True
+    )
     index = [int(np.ravel_multi_index(x[1:], (3,) * 4)) for x in drawn["tokens"]]
     np.testing.assert_allclose(drawn["trace"]["log_q"].sum(0), log_q[index], atol=1e-4)
     # with the exact denoiser, KL(p || q) is the expected sum of the truth's TC, <= the summed bound

@@ -1,10 +1,12 @@
 """Latin squares: the enumeration, the exact denoiser, the checker and the truth's joints."""
+
 import itertools
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm.tasks import latin
 from mdm.tasks.base import PuzzleError
@@ -29,7 +31,7 @@ def test_is_latin_rejects_a_repeat():
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2 ** 31 - 1))
+@given(seed=st.integers(0, 2**31 - 1))
 def test_generated_prompts_and_the_exact_denoiser(seed):
     task = LatinTask(4)
     out = task.generate(5, np.random.default_rng(seed))
@@ -96,6 +98,9 @@ def test_parse_a_typed_square():
 
 def test_all_squares_of_size_four_by_brute_force():
     rows = list(itertools.permutations(range(4)))
-    count = sum(1 for a, b, c, d in itertools.product(rows, repeat=4)
-                if all(len({a[j], b[j], c[j], d[j]}) == 4 for j in range(4)))
+    count = sum(
+        1
+        for a, b, c, d in itertools.product(rows, repeat=4)
+        if all(len({a[j], b[j], c[j], d[j]}) == 4 for j in range(4))
+    )
     assert count == 576

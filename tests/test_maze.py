@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm.tasks import maze
 
@@ -44,14 +45,14 @@ def _example(n=5, seed=0):
 
 
 def _answer(tokens, n):
-    return tokens[maze.Layout(n).prompt_len:]
+    return tokens[maze.Layout(n).prompt_len :]
 
 
 def _with_path(tokens, n, cells, end=True):
     out = tokens.copy()
     answer = [maze.FIRST_CELL + c for c in cells] + ([maze.END] if end else [])
-    out[maze.Layout(n).prompt_len:] = maze.PAD
-    out[maze.Layout(n).prompt_len:maze.Layout(n).prompt_len + len(answer)] = answer
+    out[maze.Layout(n).prompt_len :] = maze.PAD
+    out[maze.Layout(n).prompt_len : maze.Layout(n).prompt_len + len(answer)] = answer
     return out
 
 
@@ -68,8 +69,9 @@ def test_checker_rejects_each_corruption():
         "wrong start": path[1:],
         "wrong end": path[:-1],
         "repeat": path[:2] + [path[0]] + path[1:],
-        "non-edge": [path[0]] + [c for c in range(n * n) if frozenset((path[0], c)) not in edges
-                                  and c != path[0]][:1] + path[1:],
+        "non-edge": [path[0]]
+        + [c for c in range(n * n) if frozenset((path[0], c)) not in edges and c != path[0]][:1]
+        + path[1:],
         "detour": path + [others[0]] if others else path + [path[0]],
     }
     for name, cells in bad.items():
@@ -122,9 +124,12 @@ def test_augment_keeps_the_path_valid(seed):
     assert maze.is_valid_path(tokens, 5).all()
     assert (answer_mask == examples["answer_mask"]).all()
     assert (tokens != examples["tokens"]).any(1).all()
-    edges = lambda row: maze.parse(row, 5)[0]
+
+    def edges(row):
+        return maze.parse(row, 5)[0]
+
     # the augmented maze is a relabelled copy: same number of edges, path as long as before
-    assert all(len(edges(a)) == len(edges(b)) for a, b in zip(tokens, examples["tokens"]))
+    assert all(len(edges(a)) == len(edges(b)) for a, b in zip(tokens, examples["tokens"], strict=True))
     assert ((tokens == maze.END).argmax(1) == (examples["tokens"] == maze.END).argmax(1)).all()
 
 
@@ -134,7 +139,7 @@ def test_the_format_without_sep_holds_the_same_mazes(seed):
     with_sep = maze.generate(3, np.random.default_rng(seed), 5)
     without = maze.generate(3, np.random.default_rng(seed), 5, sep=False)
     assert without["tokens"].shape == (3, maze.Layout(5, sep=False).length) == (3, 2 * 24 + 3 + 26)
-    kept = np.flatnonzero(np.arange(maze.Layout(5).length) % 3 != 2)[:2 * 24]
+    kept = np.flatnonzero(np.arange(maze.Layout(5).length) % 3 != 2)[: 2 * 24]
     kept = np.concatenate([kept, np.arange(3 * 24, maze.Layout(5).length)])
     np.testing.assert_array_equal(without["tokens"], with_sep["tokens"][:, kept])
     task = maze.MazeTask(5, sep=False)

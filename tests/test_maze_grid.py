@@ -1,5 +1,6 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm import report, stats
 from mdm.data import Split
@@ -22,7 +23,7 @@ def test_generated_examples_pass_the_checker(seed, n):
     out = maze_grid.generate(4, np.random.default_rng(seed), n)
     task = GridMazeTask(n)
     assert out["tokens"].shape == (4, task.length) and out["tokens"].max() < task.vocab_size
-    assert (out["answer_mask"].sum(1) == n * n).all() and not out["answer_mask"][:, :n * n].any()
+    assert (out["answer_mask"].sum(1) == n * n).all() and not out["answer_mask"][:, : n * n].any()
     assert task.check(out["tokens"], out["tokens"], out["answer_mask"])["solved"].all()
     assert (task.answer_path_length(out["tokens"]) == out["path_len"]).all()
 
@@ -74,7 +75,7 @@ def test_augmentation_keeps_answers_right_and_moves_cells(seed, n):
     tokens, mask = maze_grid.augment(out["tokens"], out["answer_mask"], np.random.default_rng(seed + 1), n)
     assert maze_grid.is_solved(tokens, n).all()
     assert (mask == out["answer_mask"]).all()
-    assert ((tokens[:, n * n:] == maze_grid.ON).sum(1) == out["path_len"]).all()
+    assert ((tokens[:, n * n :] == maze_grid.ON).sum(1) == out["path_len"]).all()
     assert not (tokens == out["tokens"]).all(), "16 mazes, 8 symmetries: some must move"
 
 
@@ -92,8 +93,15 @@ def test_the_eight_symmetries_give_eight_different_mazes():
 def test_peer_mask_is_a_cell_and_its_lattice_neighbours_in_both_segments():
     n = 4
     task = GridMazeTask(n)
-    cfg = ModelConfig(vocab_size=task.vocab_size, length=task.length, width=32, heads=2,
-                      positions="structured", position_groups=task.position_groups(), peer_heads=2)
+    cfg = ModelConfig(
+        vocab_size=task.vocab_size,
+        length=task.length,
+        width=32,
+        heads=2,
+        positions="structured",
+        position_groups=task.position_groups(),
+        peer_heads=2,
+    )
     mask = cfg.peer_mask()
     for i in range(task.length):
         cell = i % (n * n)
@@ -119,13 +127,16 @@ def test_path_diagnostics_on_a_hand_made_case():
     answers = reference.copy()
     off = [c for c in range(n * n) if answers[1, n * n + c] == maze_grid.OFF]
     answers[1, n * n + off[0]] = maze_grid.ON
-    on, off = (np.flatnonzero(answers[3, n * n:] == v) for v in (maze_grid.ON, maze_grid.OFF))
+    on, off = (np.flatnonzero(answers[3, n * n :] == v) for v in (maze_grid.ON, maze_grid.OFF))
     answers[3, n * n + on[1]], answers[3, n * n + off[0]] = maze_grid.OFF, maze_grid.ON  # same count, wrong cells
     task = GridMazeTask(n)
     split = Split(reference, np.zeros_like(reference, bool), {"path_len": np.array(lengths, np.int32)}, task)
     diag = stats.path_diagnostics({"tokens": answers, "solved": task.solved(answers, reference, None)}, split)
-    assert [(b["path_len"], b["examples"], b["solve_rate"]) for b in diag["bins"]] == \
-        [("2-5", 2, 0.5), ("6-9", 1, 1.0), ("14+", 1, 0.0)]
+    assert [(b["path_len"], b["examples"], b["solve_rate"]) for b in diag["bins"]] == [
+        ("2-5", 2, 0.5),
+        ("6-9", 1, 1.0),
+        ("14+", 1, 0.0),
+    ]
     assert (diag["failures"], diag["wrong_length"]) == (2, 1)
     assert "1 of 2 failures" in report.format_path_diagnostics("x", diag)
     sudoku_like = Split(reference, np.zeros_like(reference, bool), {}, task)

@@ -41,8 +41,9 @@ def test_time_conditioning_uses_t():
         model(tokens)
 
 
-@pytest.mark.parametrize("field,value", [("positions", "alibi"), ("heads", 3), ("depth", 0),
-                                         ("compute_dtype", "float16")])
+@pytest.mark.parametrize(
+    "field,value", [("positions", "alibi"), ("heads", 3), ("depth", 0), ("compute_dtype", "float16")]
+)
 def test_bad_config_values(field, value):
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{**dict(vocab_size=9, length=8, width=32, heads=2), field: value})
@@ -52,8 +53,9 @@ def _structured_cfg(**kw):
     from mdm.tasks import sudoku
 
     groups = tuple(tuple(int(i) for i in g) for g in sudoku.position_groups())
-    return ModelConfig(vocab_size=9, length=81, width=32, depth=1, heads=2, positions="structured",
-                       position_groups=groups, **kw)
+    return ModelConfig(
+        vocab_size=9, length=81, width=32, depth=1, heads=2, positions="structured", position_groups=groups, **kw
+    )
 
 
 def test_peer_heads_see_only_peers():
@@ -91,8 +93,7 @@ def test_structure_without_groups_is_refused():
 def test_loops_share_weights_and_equal_repeated_blocks():
     """loops=2 over one block is the 2-block model whose second block is a copy of the first;
     the parameters do not grow with loops."""
-    looped = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=1, loops=2, heads=2),
-                         rngs=nnx.Rngs(0))
+    looped = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=1, loops=2, heads=2), rngs=nnx.Rngs(0))
     plain = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=2, heads=2), rngs=nnx.Rngs(0))
     once = Transformer(ModelConfig(vocab_size=9, length=8, width=32, depth=1, heads=2), rngs=nnx.Rngs(0))
     assert count_params(looped) == count_params(once) < count_params(plain)
@@ -108,10 +109,19 @@ def test_loops_share_weights_and_equal_repeated_blocks():
 
 def _maze_relations(relations="bias", heads=4, width=32, depth=1):
     from mdm.tasks import maze
+
     rel = maze.MazeTask(3).relations()
-    return maze, ModelConfig(vocab_size=maze.Layout(3).vocab_size, length=maze.Layout(3).length, width=width,
-                             depth=depth, heads=heads, relations=relations, relation_groups=rel.groups,
-                             relation_chains=rel.chains, entity_tokens=rel.entity_tokens)
+    return maze, ModelConfig(
+        vocab_size=maze.Layout(3).vocab_size,
+        length=maze.Layout(3).length,
+        width=width,
+        depth=depth,
+        heads=heads,
+        relations=relations,
+        relation_groups=rel.groups,
+        relation_chains=rel.chains,
+        entity_tokens=rel.entity_tokens,
+    )
 
 
 def test_relations_are_symmetric_and_the_cell_relation_follows_the_tokens():
@@ -119,13 +129,13 @@ def test_relations_are_symmetric_and_the_cell_relation_follows_the_tokens():
     tokens = maze.generate(2, np.random.default_rng(0), 3)["tokens"]
     masked = tokens.copy()
     layout = maze.Layout(3)
-    masked[:, layout.prompt_len:] = cfg.mask_id
+    masked[:, layout.prompt_len :] = cfg.mask_id
     rel = np.asarray(cfg.relation_masks(jnp.asarray(np.concatenate([tokens, masked]))))
     assert rel.shape == (4, 3, layout.length, layout.length)
     assert (rel == rel.transpose(0, 1, 3, 2)).all()
     # one edge's three tokens; the query's three; neighbouring answer slots
     assert rel[0, 0, 0, :3].all() and not rel[0, 0, 0, 3:].any()
-    assert rel[0, 0, layout.prompt_len - 1, layout.prompt_len - 3:layout.prompt_len].all()
+    assert rel[0, 0, layout.prompt_len - 1, layout.prompt_len - 3 : layout.prompt_len].all()
     p = layout.prompt_len
     assert rel[0, 1, p + 2, [p + 1, p + 3]].all() and rel[0, 1, p + 2].sum() == 2 and not rel[0, 1, :p].any()
     # the same cell: exactly the positions holding the same cell token, answer slots included

@@ -1,4 +1,5 @@
 """The Colab notebook runs: every code cell, in order, on a CPU with tiny parameters."""
+
 import json
 import os
 import pathlib
@@ -7,10 +8,18 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
-TINY = {"REPO": "''", "INSTALL": "False", "PRESET": "'tiny'", "WORKDIR": None, "EXAMPLES": "6",
-        "STUDY": "'tiny'", "DATA_SIZES": "{'train_size': 500, 'test_size': 500}", "GAMMAS": "(0.01,)",
-        "STUDY_OVERRIDES": "{'gammas': (0.5,), 'ks': (), 'taus': (), 'steps': (), 'tightness_examples': 1}",
-        "OVERRIDES": "{'eval.sample_examples': 0}"}
+TINY = {
+    "REPO": "''",
+    "INSTALL": "False",
+    "PRESET": "'tiny'",
+    "WORKDIR": None,
+    "EXAMPLES": "6",
+    "STUDY": "'tiny'",
+    "DATA_SIZES": "{'train_size': 500, 'test_size': 500}",
+    "GAMMAS": "(0.01,)",
+    "STUDY_OVERRIDES": "{'gammas': (0.5,), 'ks': (), 'taus': (), 'steps': (), 'tightness_examples': 1}",
+    "OVERRIDES": "{'eval.sample_examples': 0}",
+}
 
 
 def notebook_script(workdir: str) -> str:
@@ -26,8 +35,9 @@ def notebook_script(workdir: str) -> str:
             line = f"{name} = {value}"
         lines.append(line)
     sources[params] = "\n".join(lines)
-    assert not any(line.lstrip().startswith(("%", "!")) for s in sources for line in s.splitlines()), \
+    assert not any(line.lstrip().startswith(("%", "!")) for s in sources for line in s.splitlines()), (
         "notebook code must be plain Python so that it can be tested"
+    )
     return "\n\n".join(sources)
 
 
@@ -38,8 +48,14 @@ def test_notebook_runs_on_cpu_with_tiny_parameters(data_dir, tmp_path):
     env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir, MPLBACKEND="Agg")
     # Run as a kernel runs cells: no __main__ file, which data generation's spawned workers
     # would import again (a notebook has none either).
-    out = subprocess.run([sys.executable, "-c", f"exec(open({str(script)!r}).read())"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", f"exec(open({str(script)!r}).read())"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "eb gamma=0.01 (confidence)" in out.stdout  # the shipped checkpoint's sweep
     assert "# Study report" in out.stdout

@@ -1,12 +1,13 @@
 """Released checkpoints: export from a run, load as a workdir, refuse a file that does not match."""
+
 import json
 
 import jax
 import numpy as np
 import pytest
-
-from mdm import checkpoint, loading, pretrained, train
 from test_train import tiny
+
+from mdm import loading, pretrained, train
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_export_then_load_gives_the_ema(released):
     _, ema, _ = loading.load_model(str(root / "run"))
     graphdef, params, config = loading.load_model(str(root / "out"))
     assert config.model.peer_heads == 1
-    for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params)):
+    for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -60,8 +61,9 @@ def test_sample_cli_on_a_released_folder(released, data_dir, tmp_path):
 
     root, _ = released
     env = {"MDM_DATA_DIR": data_dir}
-    out = run_cli(["sample.py", f"--workdir={root / 'out'}", "--gamma", "0,0.1", "--examples", "8",
-                   "--batch_size", "8"], env)
+    out = run_cli(
+        ["sample.py", f"--workdir={root / 'out'}", "--gamma", "0,0.1", "--examples", "8", "--batch_size", "8"], env
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "EB" in out.stdout or "eb" in out.stdout
     folder = tmp_path / "damaged"
@@ -70,16 +72,17 @@ def test_sample_cli_on_a_released_folder(released, data_dir, tmp_path):
     (folder / pretrained.PARAMS).write_bytes(b"not parameters")
     bad = run_cli(["sample.py", f"--workdir={folder}", "--examples", "8", "--batch_size", "8"], env)
     assert bad.returncode != 0
-    assert bad.stderr.strip().splitlines() == [f"error: {folder / pretrained.PARAMS} does not match its "
-                                               f"manifest (sha256 differs): the file was changed or "
-                                               f"damaged; restore it from git"]
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {folder / pretrained.PARAMS} does not match its "
+        f"manifest (sha256 differs): the file was changed or "
+        f"damaged; restore it from git"
+    ]
 
 
 def test_export_cli_refuses_a_folder_without_checkpoints(tmp_path):
     from test_train import run_cli
 
-    out = run_cli(["-m", "mdm.pretrained", f"--workdir={tmp_path}", f"--out={tmp_path / 'x'}",
-                   "--command", "none"])
+    out = run_cli(["-m", "mdm.pretrained", f"--workdir={tmp_path}", f"--out={tmp_path / 'x'}", "--command", "none"])
     assert out.returncode != 0 and out.stderr.strip().startswith("error: no checkpoint in")
 
 

@@ -2,9 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
-
 import sampling_reference as ref
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from mdm import data, sampling
 from mdm.sampling import SamplerConfig
 
@@ -41,10 +42,17 @@ def problems(n=6, length=12, seed=0, p_answer=0.7):
 
 # ----------------------------------------------------------------------------- selection vs reference
 
+
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), rule=st.sampled_from(["eb", "topk", "threshold"]),
-       proxy=st.sampled_from(sampling.PROXIES), gamma=st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0, 3.0]),
-       k=st.integers(1, 5), tau=st.sampled_from([0.3, 0.5, 0.9]), scale=st.sampled_from([0.5, 3.0, 10.0]))
+@given(
+    seed=st.integers(0, 10_000),
+    rule=st.sampled_from(["eb", "topk", "threshold"]),
+    proxy=st.sampled_from(sampling.PROXIES),
+    gamma=st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0, 3.0]),
+    k=st.integers(1, 5),
+    tau=st.sampled_from([0.3, 0.5, 0.9]),
+    scale=st.sampled_from([0.5, 3.0, 10.0]),
+)
 def test_jitted_selection_equals_reference(seed, rule, proxy, gamma, k, tau, scale):
     key = jax.random.key(seed)
     logits = scale * jax.random.normal(key, (3, 10, V))
@@ -52,8 +60,9 @@ def test_jitted_selection_equals_reference(seed, rule, proxy, gamma, k, tau, sca
     eligible = eligible.at[:, 0].set(True)
     cfg = SamplerConfig(rule=rule, proxy=proxy, gamma=gamma, k=k, tau=tau)
     s = sampling.proxies(logits)
-    chosen = sampling.select(cfg, s, eligible, sampling.error_score(cfg, s, None),
-                             eligible.sum(-1), jnp.zeros(3, jnp.int32))
+    chosen = sampling.select(
+        cfg, s, eligible, sampling.error_score(cfg, s, None), eligible.sum(-1), jnp.zeros(3, jnp.int32)
+    )
     for row in range(3):
         rs = ref.stats(np.asarray(logits[row]))  # float64, independent of mdm
         for name in rs:
@@ -70,30 +79,44 @@ def test_jitted_selection_equals_reference(seed, rule, proxy, gamma, k, tau, sca
         assert sorted(np.flatnonzero(chosen[row]).tolist()) == sorted(expected)
 
 
-@pytest.mark.parametrize("rule,kw", [("eb", dict(gamma=0.3)), ("eb", dict(gamma=0.0, proxy="entropy")),
-                                     ("topk", dict(k=3)), ("threshold", dict(tau=0.6)),
-                                     ("eb", dict(gamma=1.0, proxy="margin"))])
+@pytest.mark.parametrize(
+    "rule,kw",
+    [
+        ("eb", dict(gamma=0.3)),
+        ("eb", dict(gamma=0.0, proxy="entropy")),
+        ("topk", dict(k=3)),
+        ("threshold", dict(tau=0.6)),
+        ("eb", dict(gamma=1.0, proxy="margin")),
+    ],
+)
 def test_whole_generation_equals_reference(rule, kw):
     apply, w = context_model(1)
     tokens, answer = problems()
     cfg = SamplerConfig(rule=rule, **kw)
     out = sampling.generate(apply, w, tokens, answer, cfg)
     for row in range(len(tokens)):
-        ref_tokens, ref_nfe, _ = ref.sample(lambda t: apply(w, jnp.asarray(t)), np.asarray(tokens[row]),
-                                            np.asarray(answer[row]), V, rule, **kw)
+        ref_tokens, ref_nfe, _ = ref.sample(
+            lambda t: apply(w, jnp.asarray(t)), np.asarray(tokens[row]), np.asarray(answer[row]), V, rule, **kw
+        )
         assert int(out["nfe"][row]) == ref_nfe
         assert (np.asarray(out["tokens"][row]) == ref_tokens).all()
 
 
 # ----------------------------------------------------------------------------- invariants
 
-ALL_RULES = [SamplerConfig(rule="eb", gamma=0.5), SamplerConfig(rule="eb", gamma=0.5, proxy="entropy"),
-             SamplerConfig(rule="topk", k=2, proxy="margin"), SamplerConfig(rule="threshold", tau=0.5),
-             SamplerConfig(rule="random", steps=4), SamplerConfig(rule="ancestral", steps=4),
-             SamplerConfig(rule="ancestral", steps=3, schedule="cosine"),
-             SamplerConfig(rule="random", steps=2, block_size=3), SamplerConfig(rule="ancestral", steps=2, block_size=3),
-             SamplerConfig(rule="eb", gamma=0.2, block_size=3),
-             SamplerConfig(rule="eb", gamma=0.2, temperature=1.0, top_p=0.9)]
+ALL_RULES = [
+    SamplerConfig(rule="eb", gamma=0.5),
+    SamplerConfig(rule="eb", gamma=0.5, proxy="entropy"),
+    SamplerConfig(rule="topk", k=2, proxy="margin"),
+    SamplerConfig(rule="threshold", tau=0.5),
+    SamplerConfig(rule="random", steps=4),
+    SamplerConfig(rule="ancestral", steps=4),
+    SamplerConfig(rule="ancestral", steps=3, schedule="cosine"),
+    SamplerConfig(rule="random", steps=2, block_size=3),
+    SamplerConfig(rule="ancestral", steps=2, block_size=3),
+    SamplerConfig(rule="eb", gamma=0.2, block_size=3),
+    SamplerConfig(rule="eb", gamma=0.2, temperature=1.0, top_p=0.9),
+]
 
 
 @pytest.mark.parametrize("cfg", ALL_RULES, ids=lambda c: c.describe())
@@ -134,6 +157,7 @@ def test_zero_entropy_positions_come_free():
         certain = jnp.where(jnp.arange(V) == 2, 50.0, -50.0)
         logits = jnp.where(jnp.arange(12)[:, None] < 5, certain, jnp.zeros(V))
         return jnp.broadcast_to(logits, tokens_BxL.shape + (V,))
+
     tokens, answer = jnp.zeros((1, 12), jnp.int32), jnp.ones((1, 12), bool)
     out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="eb", gamma=0.0))
     # Step 1 takes the five certain cells and one uncertain cell (sum - max = H - H = 0),
@@ -161,10 +185,16 @@ def test_eb_trace_bound_within_gamma():
     assert (np.asarray(out["trace"]["bound"]) <= 0.4 + 1e-6).all()
 
 
-@pytest.mark.parametrize("cfg", [SamplerConfig(rule="eb", gamma=0.3),
-                                 SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
-                                 SamplerConfig(rule="random", steps=5), SamplerConfig(rule="ancestral", steps=5)],
-                         ids=lambda c: c.describe())
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SamplerConfig(rule="eb", gamma=0.3),
+        SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
+        SamplerConfig(rule="random", steps=5),
+        SamplerConfig(rule="ancestral", steps=5),
+    ],
+    ids=lambda c: c.describe(),
+)
 def test_refill_equals_plain_batches(cfg):
     apply, w = context_model(9)
     tokens, answer = problems(n=11, seed=10)
@@ -202,17 +232,25 @@ def test_threshold_takes_every_confident_position():
         confident = jnp.where(jnp.arange(V) == 1, 20.0, 0.0)
         logits = jnp.where((jnp.arange(12) % 2 == 0)[:, None], confident, jnp.zeros(V))
         return jnp.broadcast_to(logits, tokens_BxL.shape + (V,))
+
     tokens, answer = jnp.zeros((1, 12), jnp.int32), jnp.ones((1, 12), bool)
-    out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="threshold", tau=0.9),
-                            with_trace=True)
+    out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="threshold", tau=0.9), with_trace=True)
     assert int(out["trace"]["unmasked"][0, 0]) == 6  # the six confident cells at once
     assert int(out["nfe"][0]) == 1 + 6
 
 
-@pytest.mark.parametrize("kw,message", [(dict(gamma=-1), "gamma"), (dict(k=0), "k must"),
-                                        (dict(tau=0.0), "tau"), (dict(tau=1.5), "tau"),
-                                        (dict(rule="beam"), "unknown sampler rule"),
-                                        (dict(proxy="logit"), "unknown proxy"), (dict(steps=0), "steps")])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(gamma=-1), "gamma"),
+        (dict(k=0), "k must"),
+        (dict(tau=0.0), "tau"),
+        (dict(tau=1.5), "tau"),
+        (dict(rule="beam"), "unknown sampler rule"),
+        (dict(proxy="logit"), "unknown proxy"),
+        (dict(steps=0), "steps"),
+    ],
+)
 def test_bad_sampler_settings(kw, message):
     with pytest.raises(ValueError, match=message):
         SamplerConfig(**kw)
@@ -221,11 +259,13 @@ def test_bad_sampler_settings(kw, message):
 def test_time_conditioned_models_get_the_masked_fraction_of_answers():
     """A fake model that writes floor(4 t) everywhere, most confident at low positions: with
     four answer positions top-1 fills them at t = 1, 3/4, 1/2, 1/4."""
+
     def apply(params, tokens_BxL, t_B):
         value = jnp.floor(4 * t_B + 1e-6).astype(jnp.int32)  # [B]
         confidence = 10.0 - jnp.arange(tokens_BxL.shape[1])  # [L]
         onehot = jax.nn.one_hot(value, V)[:, None, :]  # [B, 1, V]
         return confidence[None, :, None] * onehot
+
     apply.time_input, apply.schedule = True, "linear"  # what an mdm.model.Forward carries
     tokens = jnp.zeros((1, 7), jnp.int32)
     answer = jnp.array([[False, True, False, True, True, False, True]])  # prompt positions too
@@ -246,9 +286,15 @@ def test_real_time_conditioned_model_samples():
     assert (np.asarray(out["tokens"]) < V).all()
 
 
-@pytest.mark.parametrize("cfg", [SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
-                                 SamplerConfig(rule="random", steps=3), SamplerConfig(rule="ancestral", steps=3)],
-                         ids=lambda c: c.describe())
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SamplerConfig(rule="eb", gamma=0.3, temperature=1.0),
+        SamplerConfig(rule="random", steps=3),
+        SamplerConfig(rule="ancestral", steps=3),
+    ],
+    ids=lambda c: c.describe(),
+)
 def test_evaluate_plain_batches_equal_refill_over_several_batches(cfg):
     """Plain batches key examples by their global id, as refill does: examples i and
     i + batch_size get different streams, and every example the same one in both modes."""
@@ -266,8 +312,9 @@ def test_evaluate_plain_batches_equal_refill_over_several_batches(cfg):
     streamed = sampling.evaluate((apply, w), split, cfg, batch_size=4, seed=3, refill=True)
     assert (plain["tokens"] == streamed["tokens"]).all() and (plain["nfe"] == streamed["nfe"]).all()
     # Example 0 and example 4 sit at the same place of different batches: same problem, other stream.
-    same = sampling.evaluate((apply, w), split.take(np.array([0, 1, 2, 3, 0, 1, 2, 3])), cfg, batch_size=4,
-                             seed=3, refill=False)
+    same = sampling.evaluate(
+        (apply, w), split.take(np.array([0, 1, 2, 3, 0, 1, 2, 3])), cfg, batch_size=4, seed=3, refill=False
+    )
     assert (same["tokens"][:4] != same["tokens"][4:]).any() or (same["nfe"][:4] != same["nfe"][4:]).any()
 
 
@@ -286,12 +333,11 @@ def test_ancestral_unmasks_each_position_with_the_schedules_probability():
     n, length = 400, 12
     tokens = jnp.zeros((n, length), jnp.int32)
     answer = jnp.asarray(np.arange(length) < 8)[None].repeat(n, 0)  # 8 answer positions
-    out = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="ancestral", steps=4), seed=1,
-                            with_trace=True)
+    out = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="ancestral", steps=4), seed=1, with_trace=True)
     # The first call happens at the first step that unmasks anything; with 8 positions that is
     # step 1 unless all 8 coins fail (probability (3/4)^8 = 10%). Unmasked at step 1: Binomial(8, 1/4).
     first = np.asarray(out["trace"]["unmasked"][0])
-    assert 8 * 0.25 * 0.85 < first.mean() < 8 * 0.25 / (1 - 0.75 ** 8) * 1.15
+    assert 8 * 0.25 * 0.85 < first.mean() < 8 * 0.25 / (1 - 0.75**8) * 1.15
     assert (np.asarray(out["nfe"]) <= 4).all()
 
 
@@ -299,8 +345,9 @@ def test_random_rule_follows_the_count_schedule_per_block():
     apply, w = context_model(5)
     tokens = jnp.zeros((3, 12), jnp.int32)
     answer = jnp.ones((3, 12), bool)
-    out = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="random", steps=3, block_size=6),
-                            with_trace=True)
+    out = sampling.generate(
+        apply, w, tokens, answer, SamplerConfig(rule="random", steps=3, block_size=6), with_trace=True
+    )
     # Each block of 6: 2 per step over 3 steps, then the next block: 6 calls of 2.
     assert (np.asarray(out["trace"]["unmasked"])[:6] == 2).all()
     fill = np.asarray(out["fill_step"])
@@ -321,14 +368,16 @@ def test_time_conditioned_models_get_the_schedules_time(schedule):
         value = jnp.round(4 * fraction).astype(jnp.int32)  # the masked count, 4 answers
         confidence = 10.0 - jnp.arange(tokens_BxL.shape[1])
         return confidence[None, :, None] * jax.nn.one_hot(value, V)[:, None, :]
+
     apply.time_input, apply.schedule = True, schedule
     tokens = jnp.zeros((1, 7), jnp.int32)
     answer = jnp.array([[False, True, False, True, True, False, True]])
     out = sampling.generate(apply, None, tokens, answer, SamplerConfig(rule="topk", k=1))
     assert np.asarray(out["tokens"][0]).tolist() == [0, 4, 0, 3, 2, 0, 1]
     frac = jnp.array([0.0, 0.25, 0.5, 1.0])
-    np.testing.assert_allclose(1 - diffusion.alpha(schedule, diffusion.time_of_masked_fraction(schedule, frac)),
-                               frac, atol=1e-6)
+    np.testing.assert_allclose(
+        1 - diffusion.alpha(schedule, diffusion.time_of_masked_fraction(schedule, frac)), frac, atol=1e-6
+    )
 
 
 def test_trace_model_error_is_the_nll_of_the_reference_tokens():
@@ -361,8 +410,9 @@ def test_evaluate_compiles_once_for_repeated_calls(monkeypatch):
 
     lowered = []
     real_lower = sampling._generate.lower
-    monkeypatch.setattr(sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
-                        raising=False)
+    monkeypatch.setattr(
+        sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k), raising=False
+    )
     monkeypatch.setattr(sampling, "_COMPILED", {})
     apply, w = context_model(9)
     tokens, answer = problems(n=6, seed=4)
@@ -384,6 +434,7 @@ def test_entropies_are_those_of_the_distribution_sampled(temperature, top_p):
 
     def apply(params, tokens_BxL):
         return jnp.broadcast_to(logits_V, tokens_BxL.shape + (V,))
+
     tokens = jnp.zeros((1, 6), jnp.int32)
     answer = jnp.ones((1, 6), bool)
     cfg = SamplerConfig(rule="topk", k=1, temperature=temperature, top_p=top_p)
@@ -392,7 +443,7 @@ def test_entropies_are_those_of_the_distribution_sampled(temperature, top_p):
     p /= p.sum()
     if top_p < 1:  # the smallest set of most likely tokens whose mass reaches top_p
         order = np.argsort(-p)
-        keep = order[:np.searchsorted(np.cumsum(p[order]), top_p) + 1]
+        keep = order[: np.searchsorted(np.cumsum(p[order]), top_p) + 1]
         p = np.where(np.isin(np.arange(V), keep), p, 0.0)
         p /= p.sum()
     expected = -(p[p > 0] * np.log(p[p > 0])).sum()
@@ -417,25 +468,30 @@ def test_iterations_equal_a_count_by_hand():
     """Top-1 on 4 examples with 4, 1, 2 and 3 answer positions over 2 slots. Slot A holds
     example 0 for iterations 1-4. Slot B: example 1 (iteration 1), then example 2 (2-3), then
     example 3 (4-6). So 6 iterations, 10 NFE, and 6 x 2 / 4 = 3 row calls per example."""
+
     def apply(params, tokens_BxL):
         return jnp.broadcast_to(jnp.array([5.0, 0, 0, 0, 0, 0]), tokens_BxL.shape + (V,))
+
     answer = np.zeros((4, 4), bool)
     for ex, count in enumerate((4, 1, 2, 3)):
         answer[ex, :count] = True
     tokens = np.zeros((4, 4), np.int32)
-    out = sampling.generate(apply, None, jnp.asarray(tokens), jnp.asarray(answer), SamplerConfig(rule="topk", k=1),
-                            slots=2)
+    out = sampling.generate(
+        apply, None, jnp.asarray(tokens), jnp.asarray(answer), SamplerConfig(rule="topk", k=1), slots=2
+    )
     assert int(out["iterations"]) == 6 and np.asarray(out["nfe"]).tolist() == [4, 1, 2, 3]
 
     class Task:
         def check(self, tokens, reference, answer_mask):
             return {"solved": np.ones(len(tokens), bool), "token_accuracy": np.ones(len(tokens))}
+
     split = data.Split(tokens, answer, {}, Task())
     result = sampling.evaluate(sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2)
     assert result["iterations"] == 6 and result["row_calls_per_example"] == 3.0
     assert result["tokens_per_call"] == 1.0
-    plain = sampling.evaluate(sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2,
-                              refill=False)
+    plain = sampling.evaluate(
+        sampling.ModelFn(apply, None), split, SamplerConfig(rule="topk", k=1), batch_size=2, refill=False
+    )
     assert plain["iterations"] == 4 + 3  # two plain batches wait for their slowest example
 
 
@@ -451,11 +507,13 @@ def test_a_gamma_sweep_compiles_once(monkeypatch):
     class Task:
         def check(self, tokens, reference, answer_mask):
             return {"solved": np.ones(len(tokens), bool), "token_accuracy": np.ones(len(tokens))}
+
     split = data.Split(np.asarray(tokens), np.asarray(answer), {}, Task())
     lowered = []
     real_lower = sampling._generate.lower
-    monkeypatch.setattr(sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k),
-                        raising=False)
+    monkeypatch.setattr(
+        sampling._generate, "lower", lambda *a, **k: lowered.append(1) or real_lower(*a, **k), raising=False
+    )
     monkeypatch.setattr(sampling, "_COMPILED", {})
     nfe = []
     for gamma in (0.0, 0.01, 0.1, 0.5, 2.0):
@@ -496,10 +554,20 @@ def test_slots_sharded_over_4_devices_give_each_example_what_1_device_gives(data
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     runs = {}
     for devices in (1, 4):  # each in a fresh process: the device count is fixed when jax starts
-        env = dict(os.environ, MDM_DATA_DIR=data_dir, WANDB_MODE="disabled",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        out = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / f"{devices}.npz")], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=300)
+        env = dict(
+            os.environ,
+            MDM_DATA_DIR=data_dir,
+            WANDB_MODE="disabled",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", _SHARDED, str(tmp_path / f"{devices}.npz")],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"devices {devices} sharded {devices > 1}" in out.stdout
         runs[devices] = np.load(tmp_path / f"{devices}.npz")

@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from configs import maze_grid as maze_grid_config
+from configs import study as study_config
+from configs import sudoku as sudoku_config
 from mdm import data, sampling, stats, study, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, ".")
-from configs import maze_grid as maze_grid_config, study as study_config, sudoku as sudoku_config  # noqa: E402
 
 
 def test_tc_of_hand_made_joints():
@@ -33,10 +35,14 @@ def test_tc_of_hand_made_joints():
 
 
 @settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 3), vocab=st.integers(2, 4),
-       concentration=st.sampled_from([0.1, 1.0, 10.0]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(2, 3),
+    vocab=st.integers(2, 4),
+    concentration=st.sampled_from([0.1, 1.0, 10.0]),
+)
 def test_tc_between_zero_and_the_bound(seed, k, vocab, concentration):
-    joint = np.random.default_rng(seed).dirichlet([concentration] * vocab ** k).reshape([vocab] * k)
+    joint = np.random.default_rng(seed).dirichlet([concentration] * vocab**k).reshape([vocab] * k)
     tc, sum_h, max_h = stats.total_correlation(joint)
     assert -1e-9 <= tc <= sum_h - max_h + 1e-9
 
@@ -58,8 +64,7 @@ def test_chain_rule_recovers_a_known_joint():
         l2 = jnp.log(jnp.asarray(p2)[safe0, safe1])
         return jnp.stack([l0, l1, l2], 1).astype(jnp.float32)
 
-    joint = study.chain_rule_joint(apply, None, np.array([mask, mask, mask]), np.ones(3, bool), [0, 1, 2],
-                                   vocab, mask)
+    joint = study.chain_rule_joint(apply, None, np.array([mask, mask, mask]), np.ones(3, bool), [0, 1, 2], vocab, mask)
     expected = p0[:, None, None] * p1[:, :, None] * p2
     np.testing.assert_allclose(joint, expected, rtol=1e-5)
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
@@ -73,30 +78,48 @@ def test_study_writes_every_file(data_dir, tmp_path):
     model_fn = sampling.model_fn_from(graphdef, params)
     grids = study_config.get_config("tiny")
     result = study.run_study(model_fn, split, grids, tmp_path, progress=False)
-    for name in ("results.csv", "frontier.png", "bound.png", "bound_steps.csv", "tightness.csv",
-                 "tightness.png", "limit.png", "report.md", "dependence.csv", "reliability.csv",
-                 "reliability.png"):
+    for name in (
+        "results.csv",
+        "frontier.png",
+        "bound.png",
+        "bound_steps.csv",
+        "tightness.csv",
+        "tightness.png",
+        "limit.png",
+        "report.md",
+        "dependence.csv",
+        "reliability.csv",
+        "reliability.png",
+    ):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert set(rows[0]) >= {"rule", "proxy", "param", "solve_rate", "token_accuracy", "mean_nfe", "p95_nfe",
-                            "wall_s", "nfe_speedup"}
+    assert set(rows[0]) >= {
+        "rule",
+        "proxy",
+        "param",
+        "solve_rate",
+        "token_accuracy",
+        "mean_nfe",
+        "p95_nfe",
+        "wall_s",
+        "nfe_speedup",
+    }
     assert {r["rule"] for r in rows} == {"eb", "topk", "threshold", "random", "ancestral"}
     with open(tmp_path / "bound_steps.csv") as f:
         steps = list(csv.DictReader(f))
-    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong",
-                             "clean"}
+    assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong", "clean"}
     assert "## Which failures are parallel errors" in result["report"] and "## Calibration" in result["report"]
     for r in result["dependence"]:
         assert r["parallel_errors"] + r["model_errors"] == r["examples_with_an_error"]
         assert r["parallel_errors"] <= r["first_wrong_set_of_several"]
     # Calibration counts only tokens placed at or before each example's first wrong step.
-    assert 0 < sum(r["tokens"] for r in result["reliability"]) <= int(split.answer_mask[:grids.examples].sum())
+    assert 0 < sum(r["tokens"] for r in result["reliability"]) <= int(split.answer_mask[: grids.examples].sum())
     # Every answer position is counted once per setting.
     per_setting = {}
     for s in steps:
         per_setting[s["setting"]] = per_setting.get(s["setting"], 0) + int(s["chosen"])
-    assert set(per_setting.values()) == {int(split.answer_mask[:grids.examples].sum())}
+    assert set(per_setting.values()) == {int(split.answer_mask[: grids.examples].sum())}
     assert all(r["bound"] >= 0 for r in result["tightness"])
     for r in result["tightness"]:  # the joint's own marginals give a bound that always holds
         for order in ("confidence_order", "reverse_order"):
@@ -106,10 +129,14 @@ def test_study_writes_every_file(data_dir, tmp_path):
     assert "## Frontier" in result["report"] and "## The parallel limit" in result["report"]
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(proxies=("entropy",), ks=(), steps=()),  # threshold rows compare with confidence top-1
-    dict(proxies=("margin",), gammas=(), ks=(), taus=(), steps=()),  # no EB setting: top-1 only
-], ids=["entropy_only", "top1_only"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(proxies=("entropy",), ks=(), steps=()),  # threshold rows compare with confidence top-1
+        dict(proxies=("margin",), gammas=(), ks=(), taus=(), steps=()),  # no EB setting: top-1 only
+    ],
+    ids=["entropy_only", "top1_only"],
+)
 def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
     config = sudoku_config.get_config("tiny")
     split = data.load("sudoku", "test", data_dir, 500, 500)
@@ -153,8 +180,9 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     graphdef, params = train.init_model(cfg, 0)
     grids = study_config.get_config("tiny")
     grids.update(examples=3, tightness_examples=2, gammas=(4.0,), ks=(), taus=(), steps=())
-    result = study.run_study(sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path,
-                             progress=False, schedule="cosine")
+    result = study.run_study(
+        sampling.model_fn_from(graphdef, params, "cosine"), split, grids, tmp_path, progress=False, schedule="cosine"
+    )
     assert result["tightness"], "an untrained model at gamma=4 unmasks sets of 2-3"
 
 
@@ -162,8 +190,12 @@ def test_reliability_bins_tokens_by_confidence():
     class Split:
         tokens = np.array([[1, 2, 3, 4]])
         answer_mask = np.array([[True, True, True, False]])
-    out = {"tokens": np.array([[1, 0, 3, 9]]), "confidence": np.array([[0.95, 0.92, 0.35, 0.0]]),
-           "fill_step": np.array([[1, 2, 2, 0]])}  # the mistake is at step 2, with position 2
+
+    out = {
+        "tokens": np.array([[1, 0, 3, 9]]),
+        "confidence": np.array([[0.95, 0.92, 0.35, 0.0]]),
+        "fill_step": np.array([[1, 2, 2, 0]]),
+    }  # the mistake is at step 2, with position 2
     rows = stats.reliability(out, Split())
     assert [(r["tokens"], r["accuracy"]) for r in rows] == [(1, 1.0), (2, 0.5)]
     assert stats.expected_calibration_error(rows) == pytest.approx(1 / 3 * 0.65 + 2 / 3 * abs(0.5 - 0.935))
@@ -172,12 +204,16 @@ def test_reliability_bins_tokens_by_confidence():
 def test_calibration_ignores_tokens_after_the_first_error():
     """Example 0 goes wrong at step 2; its steps 3-4 place confident tokens that disagree with
     the stored answer (cascades) and must not count. Example 1 never fails: all its tokens count."""
+
     class Split:
         tokens = np.array([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]])
         answer_mask = np.ones((2, 5), bool)
-    out = {"tokens": np.array([[1, 0, 0, 0, 5], [1, 2, 3, 4, 5]]),
-           "confidence": np.array([[0.99, 0.55, 0.99, 0.99, 0.99], [0.99] * 5]),
-           "fill_step": np.array([[1, 2, 3, 4, 4], [1, 1, 2, 2, 3]])}
+
+    out = {
+        "tokens": np.array([[1, 0, 0, 0, 5], [1, 2, 3, 4, 5]]),
+        "confidence": np.array([[0.99, 0.55, 0.99, 0.99, 0.99], [0.99] * 5]),
+        "fill_step": np.array([[1, 2, 3, 4, 4], [1, 1, 2, 2, 3]]),
+    }
     assert stats.first_wrong_step(out, Split()).tolist()[0] == 2
     rows = stats.reliability(out, Split())
     assert sum(r["tokens"] for r in rows) == 2 + 5
@@ -188,16 +224,25 @@ def test_calibration_ignores_tokens_after_the_first_error():
 def test_bound_table_counts_clean_steps_per_setting():
     """Setting a: example 0 errs at step 2 (bound 0.5), then step 3 (bound 0.5, a wrong context)
     must not count. Setting b has its own rows."""
+
     class Split:
         tokens = np.array([[1, 2, 3, 4]])
         answer_mask = np.ones((1, 4), bool)
 
         def __len__(self):
             return 1
-    trace = {"bound": np.array([[0.0], [0.5], [0.5]]), "model_error": np.zeros((3, 1)),
-             "unmasked": np.array([[1], [2], [1]])}
-    out = {"tokens": np.array([[1, 0, 3, 0]]), "fill_step": np.array([[1, 2, 2, 3]]), "nfe": np.array([3]),
-           "trace": trace}
+
+    trace = {
+        "bound": np.array([[0.0], [0.5], [0.5]]),
+        "model_error": np.zeros((3, 1)),
+        "unmasked": np.array([[1], [2], [1]]),
+    }
+    out = {
+        "tokens": np.array([[1, 0, 3, 0]]),
+        "fill_step": np.array([[1, 2, 2, 3]]),
+        "nfe": np.array([3]),
+        "trace": trace,
+    }
     steps = stats.bound_steps(out, Split())
     assert steps["clean"].tolist() == [True, True, False]
     for key in ("setting", "rule"):
@@ -206,7 +251,10 @@ def test_bound_table_counts_clean_steps_per_setting():
     both["setting"] = np.array(["a"] * 3 + ["b"] * 3)
     rows = stats.bound_table(both)
     a = [r for r in rows if r["setting"] == "a"]
-    assert [(r["bound_from"], r["steps"], r["tokens"], r["error_rate"]) for r in a] == [(0, 1, 1, 0.0), (0.3, 1, 2, 0.5)]
+    assert [(r["bound_from"], r["steps"], r["tokens"], r["error_rate"]) for r in a] == [
+        (0, 1, 1, 0.0),
+        (0.3, 1, 2, 0.5),
+    ]
     assert {r["setting"] for r in rows} == {"a", "b"}
 
 
@@ -217,8 +265,8 @@ def test_paired_interval_and_mcnemar_against_a_hand_computation():
     a = np.zeros(100, bool)
     b = np.zeros(100, bool)
     a[:50] = b[:50] = True  # both
-    a[50:60] = True         # A alone
-    b[60:62] = True         # B alone
+    a[50:60] = True  # A alone
+    b[60:62] = True  # B alone
     p = stats.paired(a, b)
     assert (p["only_a"], p["only_b"], p["examples"]) == (10, 2, 100)
     assert p["difference"] == pytest.approx(0.08)
@@ -233,16 +281,19 @@ def test_paired_interval_and_mcnemar_against_a_hand_computation():
 
 
 def test_paired_interval_from_the_command_line():
-    out = subprocess.run([sys.executable, "-m", "mdm.stats", "10", "2", "100"], capture_output=True, text=True,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "mdm.stats", "10", "2", "100"], capture_output=True, text=True, cwd=ROOT
+    )
     assert out.returncode == 0 and "+10/-2 of 100: +8.0 points, 95% interval [+0.8, +14.9]" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "mdm.stats", "10", "95", "100"], capture_output=True, text=True,
-                         cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mdm.stats", "10", "95", "100"], capture_output=True, text=True, cwd=ROOT
+    )
     assert bad.returncode != 0 and "do not fit 100 examples" in bad.stderr
 
 
-@pytest.mark.parametrize("only_a,only_b,n", [(0.0, 0.02, 300), (0.0, 0.005, 2000), (0.01, 0.03, 300),
-                                             (0.05, 0.05, 100), (0.0, 0.2, 100)])
+@pytest.mark.parametrize(
+    "only_a,only_b,n", [(0.0, 0.02, 300), (0.0, 0.005, 2000), (0.01, 0.03, 300), (0.05, 0.05, 100), (0.0, 0.2, 100)]
+)
 def test_paired_interval_covers_the_true_difference_about_95_percent(only_a, only_b, n):
     """Simulated comparisons with known rates of A-only and B-only solves. Where all
     discordant examples go one way (the common case: EB against top-1) an interval conditional
@@ -261,32 +312,41 @@ def _dependence_case():
     """Two examples of 4 answer positions, reference [1, 2, 0, 1]. Example 0 unmasks {0, 1}
     together at step 1 and gets position 1 wrong (0); example 1 unmasks position 1 alone at
     step 1 and gets it wrong."""
+
     class Stub:
         def same_step_conflicts(self, tokens_L, positions):
             return int(len(positions) > 1 and tokens_L[positions[0]] == tokens_L[positions[1]])
+
     reference = np.array([[1, 2, 0, 1], [1, 2, 0, 1]])
     split = data.Split(reference, np.ones((2, 4), bool), {}, Stub())
-    out = {"tokens": np.array([[1, 0, 0, 1], [1, 0, 0, 1]]),
-           "fill_step": np.array([[1, 1, 2, 3], [2, 1, 3, 4]]), "nfe": np.array([3, 4])}
+    out = {
+        "tokens": np.array([[1, 0, 0, 1], [1, 0, 0, 1]]),
+        "fill_step": np.array([[1, 1, 2, 3], [2, 1, 3, 4]]),
+        "nfe": np.array([3, 4]),
+    }
     return split, out
 
 
 def _fake(position_1_sees_position_0: bool):
     """Logits: the reference everywhere, except position 1: the right token 2 only when the
     model 'sees' token 1 at position 0 (if it can), else the wrong token 0."""
+
     def apply(params, tokens_BxL):
         right = jax.nn.one_hot(jnp.array([1, 2, 0, 1]), 3)[None].repeat(tokens_BxL.shape[0], 0)
         sees = (tokens_BxL[:, 0] == 1) if position_1_sees_position_0 else jnp.zeros(tokens_BxL.shape[0], bool)
         pos1 = jnp.where(sees[:, None], jax.nn.one_hot(2, 3), jax.nn.one_hot(0, 3))
         return 10.0 * right.at[:, 1].set(pos1)
+
     return sampling.ModelFn(apply, None)
 
 
 def test_dependence_test_reports_a_parallel_error_when_the_set_mate_fixes_it():
     split, out = _dependence_case()
     rows = study.dependence_test(_fake(True), split, out, mask_id=3, batch=4)
-    assert [(r["example"], r["set_size"], r["kind"], r["turned_right"]) for r in rows] == \
-        [(0, 2, "parallel", 1), (1, 1, "model", 0)]
+    assert [(r["example"], r["set_size"], r["kind"], r["turned_right"]) for r in rows] == [
+        (0, 2, "parallel", 1),
+        (1, 1, "model", 0),
+    ]
     assert rows[0]["conflicts"] == 0
     summary = stats.dependence_summary("s", rows)
     assert (summary["parallel_errors"], summary["model_errors"], summary["first_wrong_set_of_several"]) == (1, 1, 1)
@@ -315,7 +375,10 @@ def test_aup_against_a_hand_computation():
     """Points (1, 90), (2, 88), (4, 86), (8, 50), y_max 90: the last is more than 5 points below
     the least parallel one and is dropped; W(y) = exp(-3 (1 - y / 90)). AUP = 1 x 90
     + 1 x (90 + 88 W(88)) / 2 + 2 x (88 W(88) + 86 W(86)) / 2."""
-    w = lambda y: y * np.exp(-3 * (1 - y / 90))
+
+    def w(y):
+        return y * np.exp(-3 * (1 - y / 90))
+
     expected = 90 + (90 + w(88)) / 2 + (w(88) + w(86))
     assert stats.aup([(4, 86.0), (1, 90.0), (8, 50.0), (2, 88.0)], 90.0) == pytest.approx(expected)
     assert stats.aup([(1, 95.0)], 95.0) == pytest.approx(95.0)
@@ -333,9 +396,12 @@ def test_wall_speedup_is_the_median_of_interleaved_repeats(monkeypatch):
     def scripted(model_fn, split_, cfg, *args, **kwargs):
         calls.append(cfg.describe())
         return dict(real(model_fn, split_, cfg, *args, **kwargs), wall_s=next(walls))
+
     monkeypatch.setattr(sampling, "evaluate", scripted)
-    split.task.check = lambda tokens, reference, answer_mask: {"solved": np.ones(len(tokens), bool),
-                                                                "token_accuracy": np.ones(len(tokens))}
+    split.task.check = lambda tokens, reference, answer_mask: {
+        "solved": np.ones(len(tokens), bool),
+        "token_accuracy": np.ones(len(tokens)),
+    }
     eb = sampling.SamplerConfig(rule="eb", gamma=0.5)
     rows, _ = study.run_settings(_fake(True), split, [eb], batch_size=2, progress=False, timing_repeats=3)
     assert calls == ["topk k=1 (confidence)", "eb gamma=0.5 (confidence)"] * 4
@@ -346,5 +412,7 @@ def test_wall_speedup_is_the_median_of_interleaved_repeats(monkeypatch):
 def test_report_tables_show_a_dash_where_there_is_no_value():
     from mdm import report
 
-    table = report._md_table([{"a": float("nan"), "b": None, "c": 0.5}], ["a", "b", "c"], {"a": "{:.1%}", "c": "{:.0%}"})
+    table = report._md_table(
+        [{"a": float("nan"), "b": None, "c": 0.5}], ["a", "b", "c"], {"a": "{:.1%}", "c": "{:.0%}"}
+    )
     assert table.splitlines()[-1] == "| - | - | 50% |"

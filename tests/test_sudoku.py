@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm.tasks import sudoku
 
@@ -33,8 +34,7 @@ def reference_count(grid, limit=2):
     return count()
 
 
-SOLVED = np.array([int(c) for c in
-                   "534678912672195348198342567859761423426853791713924856961537284287419635345286179"])
+SOLVED = np.array([int(c) for c in "534678912672195348198342567859761423426853791713924856961537284287419635345286179"])
 
 
 @settings(max_examples=5, deadline=None)
@@ -59,7 +59,7 @@ def test_minimal_puzzles_cannot_lose_a_clue():
 def test_same_seed_same_puzzles():
     a = sudoku.generate(8, np.random.default_rng(7))
     b = sudoku.generate(8, np.random.default_rng(7))
-    assert all((x == y).all() for x, y in zip(a, b))
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
 
 
 def test_solver_counts_agree_with_reference():
@@ -165,11 +165,14 @@ def test_singles_depth_chain():
     assert depth == rounds
 
 
-@pytest.mark.parametrize("text,message", [
-    ("123", "81 cells"),
-    ("x" * 81, "digits 1-9"),
-    ("11" + "0" * 79, "row 1 holds 1 twice"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("123", "81 cells"),
+        ("x" * 81, "digits 1-9"),
+        ("11" + "0" * 79, "row 1 holds 1 twice"),
+    ],
+)
 def test_parse_puzzle_errors(text, message):
     with pytest.raises(sudoku.PuzzleError, match=message):
         sudoku.parse_puzzle(text)
@@ -193,30 +196,35 @@ def test_external_loader_counts_each_reject_reason(tmp_path):
                 break
         if clash_free:
             break
-    lines = ["quizzes,solutions",
-             f"{good[0]},{sol[0]}",        # 2: kept
-             "123",                         # 3: malformed (length)
-             f"{good[1]},{sol[1]}",         # 4: kept
-             "a" * 81,                      # 5: malformed (characters)
-             "11" + "0" * 79,               # 6: contradictory
-             clash_free,                    # 7: unsolvable
-             "0" * 81,                      # 8: not unique
-             f"{good[0]},{wrong}",          # 9: wrong solution
-             good[1].replace("0", "."),     # 10: kept, no solution column, '.' blanks
-             ]
+    lines = [
+        "quizzes,solutions",
+        f"{good[0]},{sol[0]}",  # 2: kept
+        "123",  # 3: malformed (length)
+        f"{good[1]},{sol[1]}",  # 4: kept
+        "a" * 81,  # 5: malformed (characters)
+        "11" + "0" * 79,  # 6: contradictory
+        clash_free,  # 7: unsolvable
+        "0" * 81,  # 8: not unique
+        f"{good[0]},{wrong}",  # 9: wrong solution
+        good[1].replace("0", "."),  # 10: kept, no solution column, '.' blanks
+    ]
     path = tmp_path / "puzzles.csv"
     path.write_text("\n".join(lines) + "\n")
     kept, kept_solutions, report = sudoku.load_puzzles(path)
     assert report.kept == 3 and len(kept) == 3
     assert (kept_solutions[0] == solutions[0]).all()
-    assert report.rejected == {"malformed": [2, 3], "contradictory": [1, 6], "unsolvable": [1, 7],
-                               "not_unique": [1, 8], "wrong_solution": [1, 9]}
+    assert report.rejected == {
+        "malformed": [2, 3],
+        "contradictory": [1, 6],
+        "unsolvable": [1, 7],
+        "not_unique": [1, 8],
+        "wrong_solution": [1, 9],
+    }
     assert "malformed: 2 (first at line 3)" in report.summary()
 
 
 # ----------------------------------------------------------------------------- augmentation
 
-from hypothesis import given, settings as hyp_settings, strategies as st  # noqa: E402
 
 _AUG_PUZZLES = None
 
@@ -228,7 +236,7 @@ def _aug_puzzles():
     return _AUG_PUZZLES
 
 
-@hyp_settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_augment_keeps_puzzles_valid_and_unique(seed):
     puzzles, solutions = _aug_puzzles()
@@ -253,6 +261,6 @@ def test_augment_reaches_transposes_and_relabellings():
 def test_position_groups_give_the_twenty_peers():
     groups = sudoku.position_groups()
     assert groups.shape == (3, 81)
-    shares = ((groups[:, :, None] == groups[:, None, :]).any(0))
+    shares = (groups[:, :, None] == groups[:, None, :]).any(0)
     assert (shares.sum(1) == 21).all()  # 20 peers + the cell itself
     assert all(set(np.flatnonzero(shares[c])) - {c} == set(sudoku.PEERS[c]) for c in range(81))

@@ -1,4 +1,5 @@
 """The text task's chain and its exact inference against brute-force enumeration."""
+
 import functools
 import itertools
 
@@ -6,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdm.tasks import text
 from mdm.tasks.base import PuzzleError
@@ -15,8 +17,8 @@ from mdm.tasks.text import TextTask
 
 def _toy_chain(seed: int, vocab: int = 3, order: int = 2):
     rng = np.random.default_rng(seed)
-    transition = rng.dirichlet(np.full(vocab, 0.6), size=vocab ** order)
-    init = rng.dirichlet(np.ones(vocab ** order))
+    transition = rng.dirichlet(np.full(vocab, 0.6), size=vocab**order)
+    init = rng.dirichlet(np.ones(vocab**order))
     return transition, init
 
 
@@ -27,7 +29,7 @@ def _brute_posterior(transition, init, tokens, visible, length, vocab, order=2):
     logp = np.log(init[state])
     for t in range(order, length):
         logp += np.log(transition[state, allx[:, t]])
-        state = (state * vocab + allx[:, t]) % vocab ** order
+        state = (state * vocab + allx[:, t]) % vocab**order
     p = np.exp(logp) * (allx[:, visible] == tokens[visible]).all(1)
     return allx, p / p.sum(), np.log(p.sum())
 
@@ -37,7 +39,7 @@ def _params(transition, init):
 
 
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 2 ** 31 - 1), length=st.integers(4, 7), order=st.sampled_from([1, 2]))
+@given(seed=st.integers(0, 2**31 - 1), length=st.integers(4, 7), order=st.sampled_from([1, 2]))
 def test_forward_backward_equals_enumeration(seed, length, order):
     vocab = 3
     transition, init = _toy_chain(seed, vocab, order)
@@ -45,13 +47,20 @@ def test_forward_backward_equals_enumeration(seed, length, order):
     tokens = rng.integers(0, vocab, length)
     visible = rng.random(length) < 0.4
     allx, post, log_z = _brute_posterior(transition, init, tokens, visible, length, vocab, order)
-    marginals, fb_log_z = text.forward_backward(jnp.asarray(transition, jnp.float32), jnp.asarray(init, jnp.float32),
-                                                jnp.asarray(tokens), jnp.asarray(visible))
+    marginals, fb_log_z = text.forward_backward(
+        jnp.asarray(transition, jnp.float32), jnp.asarray(init, jnp.float32), jnp.asarray(tokens), jnp.asarray(visible)
+    )
     brute = np.stack([[post[allx[:, pos] == v].sum() for v in range(vocab)] for pos in range(length)])
     np.testing.assert_allclose(np.asarray(marginals), brute, atol=2e-5)
     assert float(fb_log_z) == pytest.approx(log_z, abs=1e-4)
-    assert float(text.log_evidence(jnp.asarray(transition, jnp.float32), jnp.asarray(init, jnp.float32),
-                                   jnp.asarray(tokens), jnp.asarray(visible))) == pytest.approx(log_z, abs=1e-4)
+    assert float(
+        text.log_evidence(
+            jnp.asarray(transition, jnp.float32),
+            jnp.asarray(init, jnp.float32),
+            jnp.asarray(tokens),
+            jnp.asarray(visible),
+        )
+    ) == pytest.approx(log_z, abs=1e-4)
 
 
 @pytest.mark.parametrize("members", [[1, 2], [1, 5], [1, 2, 4], [2, 4, 5]])
@@ -77,8 +86,9 @@ def test_exact_total_correlation_equals_enumeration(members):
     assert out["sum_h"][0] - out["max_h"][0] == pytest.approx(sum(entropies) - max(entropies), abs=1e-5)
     assert tc <= sum(entropies) - max(entropies) + 1e-9  # the paper's bound, on the truth
     if len(members) == 3:  # the Monte Carlo estimate agrees within its error
-        mc = text.set_dependence(_params(transition, init), tokens[None], visible[None], chosen[None],
-                                 samples=2000, max_exact=2)
+        mc = text.set_dependence(
+            _params(transition, init), tokens[None], visible[None], chosen[None], samples=2000, max_exact=2
+        )
         assert not mc["exact"][0]
         assert abs(mc["tc"][0] - tc) < 4 * mc["tc_se"][0] + 1e-3
         assert abs(mc["kl_product"][0] - kl_product) < 4 * mc["kl_product_se"][0] + 1e-3
@@ -91,8 +101,15 @@ def test_posterior_samples_follow_the_posterior():
     visible = np.array([1, 0, 0, 1, 0, 0], bool)
     allx, post, _ = _brute_posterior(transition, init, tokens, visible, length, vocab)
     draw = jax.jit(jax.vmap(text.sample_posterior, in_axes=(None, None, None, None, 0)))
-    xs = np.asarray(draw(jnp.asarray(transition, jnp.float32), jnp.asarray(init, jnp.float32), jnp.asarray(tokens),
-                         jnp.asarray(visible), jax.random.split(jax.random.key(0), 20000)))
+    xs = np.asarray(
+        draw(
+            jnp.asarray(transition, jnp.float32),
+            jnp.asarray(init, jnp.float32),
+            jnp.asarray(tokens),
+            jnp.asarray(visible),
+            jax.random.split(jax.random.key(0), 20000),
+        )
+    )
     assert (xs[:, visible] == tokens[visible]).all()
     brute = np.stack([[post[allx[:, pos] == v].sum() for v in range(vocab)] for pos in range(length)])
     empirical = np.stack([[np.mean(xs[:, pos] == v) for v in range(vocab)] for pos in range(length)])
@@ -131,7 +148,7 @@ def test_generated_examples_and_the_exact_log_likelihood():
     out = task.generate(30, np.random.default_rng(0))
     assert out["tokens"].shape == (30, 64) and out["tokens"].max() < 27
     assert (out["answer_mask"].sum(1) == 32).all()
-    for kind, mask in zip(out["kind"], out["answer_mask"]):
+    for kind, mask in zip(out["kind"], out["answer_mask"], strict=True):
         if kind == 0:
             assert mask[32:].all()
         elif kind == 1:
@@ -140,7 +157,9 @@ def test_generated_examples_and_the_exact_log_likelihood():
     assert np.isfinite(log_p).all() and (log_p < 0).all()
     # log p(answer | prompt) = log p(x) - log p(prompt): with no prompt it is log p(x)
     everything = np.ones_like(out["answer_mask"])
-    np.testing.assert_allclose(task.log_prob(out["tokens"], everything), task.chain().log_prob(out["tokens"]), atol=1e-3)
+    np.testing.assert_allclose(
+        task.log_prob(out["tokens"], everything), task.chain().log_prob(out["tokens"]), atol=1e-3
+    )
 
 
 def test_parse_a_typed_prompt():

@@ -12,12 +12,13 @@ import numpy as np
 import optax
 import pytest
 
+from configs import maze as maze_config
+from configs import maze_grid as maze_grid_config
+from configs import sudoku as sudoku_config
 from mdm import checkpoint, data, loading, train
 from mdm.config import validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from configs import maze as maze_config, maze_grid as maze_grid_config, sudoku as sudoku_config  # noqa: E402
 
 
 def tiny(module=sudoku_config, **overrides):
@@ -30,12 +31,10 @@ def tiny(module=sudoku_config, **overrides):
 
 def run_cli(args, env_extra=None, timeout=300):
     env = dict(os.environ, WANDB_MODE="disabled", **(env_extra or {}))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("module", [sudoku_config, maze_config, maze_grid_config],
-                         ids=["sudoku", "maze", "maze_grid"])
+@pytest.mark.parametrize("module", [sudoku_config, maze_config, maze_grid_config], ids=["sudoku", "maze", "maze_grid"])
 def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
     for preset in ("quick", "cpu", "paper", "tiny"):
         validate(module.get_config(preset))
@@ -49,8 +48,16 @@ def test_every_preset_validates_and_tiny_trains(module, data_dir, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_tiny_model_overfits_a_tiny_batch(data_dir, optimizer):
-    config = tiny(**{"train.lr": 3e-3, "train.steps": 250, "train.warmup_steps": 10,
-                     "model.width": 64, "model.depth": 2, "train.optimizer": optimizer})
+    config = tiny(
+        **{
+            "train.lr": 3e-3,
+            "train.steps": 250,
+            "train.warmup_steps": 10,
+            "model.width": 64,
+            "model.depth": 2,
+            "train.optimizer": optimizer,
+        }
+    )
     split = data.load("sudoku", "train", data_dir, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
@@ -66,17 +73,24 @@ def test_tiny_model_overfits_a_tiny_batch(data_dir, optimizer):
     assert after < 0.2 * before
 
 
-@pytest.mark.parametrize("module,levers", [
-    (sudoku_config, {}),
-    (sudoku_config, {"model.positions": "structured", "model.peer_heads": 1, "train.augment": True}),
-    (maze_config, {"model.relations": "bias", "model.loops": 2, "train.curriculum_steps": 4, "train.augment": True}),
-], ids=["generic", "structured", "maze_relations_loops_curriculum"])
+@pytest.mark.parametrize(
+    "module,levers",
+    [
+        (sudoku_config, {}),
+        (sudoku_config, {"model.positions": "structured", "model.peer_heads": 1, "train.augment": True}),
+        (
+            maze_config,
+            {"model.relations": "bias", "model.loops": 2, "train.curriculum_steps": 4, "train.augment": True},
+        ),
+    ],
+    ids=["generic", "structured", "maze_relations_loops_curriculum"],
+)
 def test_resume_equals_uninterrupted(data_dir, tmp_path, module, levers):
     config = tiny(module, **{"train.steps": 6, "checkpoint.every": 2, "eval.sample_examples": 0, **levers})
     straight = train.train(config, str(tmp_path / "a"), progress=False)
     train.train(config, str(tmp_path / "b"), stop_at=3, progress=False)  # "interrupted" at 3
     resumed = train.train(config, str(tmp_path / "b"), progress=False)
-    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -95,35 +109,41 @@ for micro in (0, 1):
 
 
 def test_the_global_batch_gives_the_same_parameters_on_1_and_4_devices_with_and_without_accumulation(
-        data_dir, tmp_path):
+    data_dir, tmp_path
+):
     """batch 8: 1 device x 1 pass, 1 device x 4 micro-batches of 2 (here); 4 devices x 1 pass
     of 2, 4 devices x 2 micro-batches of 1 (in a process with 4 devices)."""
     runs = []
     for micro in (0, 2):
-        state = train.train(tiny(**{"eval.sample_examples": 0, "train.steps": 3, "train.micro_batch_size": micro}),
-                            str(tmp_path / f"one_{micro}"), progress=False)
+        state = train.train(
+            tiny(**{"eval.sample_examples": 0, "train.steps": 3, "train.micro_batch_size": micro}),
+            str(tmp_path / f"one_{micro}"),
+            progress=False,
+        )
         runs.append([np.asarray(x) for x in jax.tree.leaves(state.params)])
-    out = run_cli(["-c", _DUMP, str(tmp_path / "four")],
-                  {"MDM_DATA_DIR": data_dir, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    out = run_cli(
+        ["-c", _DUMP, str(tmp_path / "four")],
+        {"MDM_DATA_DIR": data_dir, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "devices 4" in out.stdout and "4 device(s) x 2 micro-batches of 1" in out.stdout
     for micro in (0, 1):
         with np.load(tmp_path / f"four_{micro}.npz") as f:
             runs.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
     for other in runs[1:]:
-        for x, y in zip(runs[0], other):
+        for x, y in zip(runs[0], other, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
 def test_micro_batches_follow_the_device_and_the_config():
     from mdm import accelerators
 
-    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1    # 1,024 <= 2,048
-    assert accelerators.micro_batches(8192, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 4    # 8,192 / 2,048
-    assert accelerators.micro_batches(8192, 8, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1    # 1,024 each
-    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 401) == 2   # 512 per pass
-    assert accelerators.micro_batches(96, 1, "Tesla T4", "gpu", 401) == 2                  # 64 per pass: 2 x 48
-    assert accelerators.micro_batches(4096, 1, "cpu", "cpu", 81) == 1                      # CPU: no split
+    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1  # 1,024 <= 2,048
+    assert accelerators.micro_batches(8192, 1, "NVIDIA H100 80GB HBM3", "gpu", 81) == 4  # 8,192 / 2,048
+    assert accelerators.micro_batches(8192, 8, "NVIDIA H100 80GB HBM3", "gpu", 81) == 1  # 1,024 each
+    assert accelerators.micro_batches(1024, 1, "NVIDIA H100 80GB HBM3", "gpu", 401) == 2  # 512 per pass
+    assert accelerators.micro_batches(96, 1, "Tesla T4", "gpu", 401) == 2  # 64 per pass: 2 x 48
+    assert accelerators.micro_batches(4096, 1, "cpu", "cpu", 81) == 1  # CPU: no split
     assert accelerators.micro_batches(64, 1, "cpu", "cpu", 81, micro_batch_size=16) == 4
 
 
@@ -135,10 +155,23 @@ def test_a_micro_batch_that_does_not_divide_the_share_is_one_sentence(data_dir, 
 def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
-    proc = subprocess.Popen([sys.executable, "train.py", "--config", "configs/sudoku.py:tiny",
-                             f"--workdir={workdir}", "--config.train.steps=100000",
-                             "--config.eval.every=100000", "--config.checkpoint.every=100000"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/sudoku.py:tiny",
+            f"--workdir={workdir}",
+            "--config.train.steps=100000",
+            "--config.eval.every=100000",
+            "--config.checkpoint.every=100000",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
@@ -155,20 +188,27 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
 
 def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
     env = {"MDM_DATA_DIR": data_dir}
-    unknown = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a",
-                       "--config.train.nope=1"], env)
+    unknown = run_cli(
+        ["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a", "--config.train.nope=1"], env
+    )
     assert unknown.returncode != 0
-    assert unknown.stderr.strip().splitlines() == ["error: --config.train.nope: no such config field ('nope' is unknown)"]
-    typo = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a",
-                    "--config.trian.steps=1"], env)
-    assert typo.stderr.strip().splitlines() == ["error: --config.trian.steps: no such config field ('trian' is "
-                                                "unknown; did you mean 'train'?)"]
+    assert unknown.stderr.strip().splitlines() == [
+        "error: --config.train.nope: no such config field ('nope' is unknown)"
+    ]
+    typo = run_cli(
+        ["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/a", "--config.trian.steps=1"], env
+    )
+    assert typo.stderr.strip().splitlines() == [
+        "error: --config.trian.steps: no such config field ('trian' is unknown; did you mean 'train'?)"
+    ]
     missing = run_cli(["train.py", "--config", "configs/nope.py:tiny", f"--workdir={tmp_path}/d"], env)
     assert missing.returncode != 0
-    assert missing.stderr.strip().splitlines() == ["error: cannot load the config file: [Errno 2] No such file "
-                                                   "or directory: 'configs/nope.py'"]
-    bad = run_cli(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/b",
-                   "--config.train.lr=-1"], env)
+    assert missing.stderr.strip().splitlines() == [
+        "error: cannot load the config file: [Errno 2] No such file or directory: 'configs/nope.py'"
+    ]
+    bad = run_cli(
+        ["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={tmp_path}/b", "--config.train.lr=-1"], env
+    )
     assert bad.returncode != 0 and "config.train.lr must be positive" in bad.stderr
     study = run_cli(["sample.py", f"--workdir={tmp_path}/a", "--study_config.x=1"], env)
     assert study.returncode != 0
@@ -181,16 +221,22 @@ def test_bad_config_key_and_value_exit_nonzero(data_dir, tmp_path):
 def test_muon_orthogonalises_the_blocks_matrices_only():
     _, params = train.init_model(train.model_config(tiny(), data.DATASETS["sudoku"].task), 0)
     specs = train._block_matrices(params)
-    is_spec = lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
-    muon = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, spec in
-            jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0] if spec is not None}
+
+    def is_spec(x):
+        return x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+
+    muon = {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        for path, spec in jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]
+        if spec is not None
+    }
     assert muon == {f"blocks/0/{name}/kernel" for name in ("qkv", "attn_out", "mlp_in", "mlp_out")}
     tx = train.make_optimizer(tiny(**{"train.optimizer": "muon", "train.warmup_steps": 0}))
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape), params)
     updates, _ = tx.update(grads, tx.init(params), params)
     kernel = np.asarray(updates["blocks"][0]["mlp_in"]["kernel"])  # [32, 64]: orthogonalised,
-    singular = np.linalg.svd(kernel, compute_uv=False)            # so its singular values are
-    assert singular.max() / singular.min() < 3                    # close to one another
+    singular = np.linalg.svd(kernel, compute_uv=False)  # so its singular values are
+    assert singular.max() / singular.min() < 3  # close to one another
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(data_dir, tmp_path):
@@ -248,21 +294,32 @@ def test_processes_preparing_one_workdir_at_once_all_succeed(tmp_path):
 
 
 def test_nonfinite_loss_stops_with_a_clear_message(data_dir, tmp_path):
-    config = tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30, "train.steps": 8, "train.log_every": 1,
-                     "eval.sample_examples": 0, "checkpoint.every": 100})
+    config = tiny(
+        **{
+            "train.lr": 1e30,
+            "train.grad_clip": 1e30,
+            "train.steps": 8,
+            "train.log_every": 1,
+            "eval.sample_examples": 0,
+            "checkpoint.every": 100,
+        }
+    )
     with pytest.raises(FloatingPointError, match="not finite|the loss is"):
         train.train(config, str(tmp_path / "run"), progress=False)
 
 
-@pytest.mark.parametrize("kind,platform,length,batch", [
-    ("NVIDIA H100 80GB HBM3", "gpu", 81, 2048),   # 2**18 tokens / 81 = 3236 -> 2048
-    ("NVIDIA H100 80GB HBM3", "gpu", 401, 512),   # a 10x10 maze
-    ("TPU v5 lite", "tpu", 81, 512),
-    ("TPU v2", "tpu", 401, 64),
-    ("Some Future GPU", "gpu", 81, 256),          # unknown kind: a small budget
-    ("cpu", "cpu", 401, 64),
-    ("Tesla T4", "gpu", 1 << 16, 1),              # longer than the budget: one example
-])
+@pytest.mark.parametrize(
+    "kind,platform,length,batch",
+    [
+        ("NVIDIA H100 80GB HBM3", "gpu", 81, 2048),  # 2**18 tokens / 81 = 3236 -> 2048
+        ("NVIDIA H100 80GB HBM3", "gpu", 401, 512),  # a 10x10 maze
+        ("TPU v5 lite", "tpu", 81, 512),
+        ("TPU v2", "tpu", 401, 64),
+        ("Some Future GPU", "gpu", 81, 256),  # unknown kind: a small budget
+        ("cpu", "cpu", 401, 64),
+        ("Tesla T4", "gpu", 1 << 16, 1),  # longer than the budget: one example
+    ],
+)
 def test_per_device_batch_follows_the_device_kind(kind, platform, length, batch):
     from mdm import accelerators
 
@@ -279,8 +336,15 @@ def test_peak_flops_for_mfu_know_the_common_kinds():
 
 
 def test_time_budget_stops_saves_and_runs_the_final_eval(data_dir, tmp_path, capsys):
-    config = tiny(**{"train.steps": 100_000, "train.time_budget_s": 1e-6, "eval.every": 100_000,
-                     "checkpoint.every": 100_000, "eval.sample_examples": 0})
+    config = tiny(
+        **{
+            "train.steps": 100_000,
+            "train.time_budget_s": 1e-6,
+            "eval.every": 100_000,
+            "checkpoint.every": 100_000,
+            "eval.sample_examples": 0,
+        }
+    )
     state = train.train(config, str(tmp_path / "run"), progress=False)
     # The budget is spent when the first batch is built; the step reduces the reasons and the
     # loop reads them one step later, so training stops after step 2.

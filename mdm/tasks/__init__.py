@@ -3,6 +3,7 @@
 Only the task modules know the rules. A new task is a module here with a Task subclass, an
 entry in DATASETS, and a config file.
 """
+
 from __future__ import annotations
 
 from mdm.tasks.base import DatasetSpec, PuzzleError, Relations, Task  # noqa: F401

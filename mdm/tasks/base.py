@@ -3,6 +3,7 @@
 A task owns its rules: generating examples, its token format, checking an answer, reading a
 puzzle a user typed, drawing an example. The rest of mdm only calls these methods.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ class Relations:
     entity_tokens: token ids that name an entity; i ~ j when they hold the same such token
     (mazes: the cell tokens; read from the current tokens, so a masked position has none).
     """
+
     groups: tuple[tuple[int, ...], ...] = ()
     chains: tuple[tuple[int, ...], ...] = ()
     entity_tokens: tuple[int, ...] = ()
@@ -38,6 +40,7 @@ class PuzzleError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task's format (vocabulary, length) and rules. Subclasses: SudokuTask, MazeTask."""
+
     name: ClassVar[str] = ""
     meta_fields: ClassVar[tuple[str, ...]] = ()  # per-example int32 fields that generate() adds
     difficulty: ClassVar[str] = ""  # the meta field a curriculum orders by (config.train.curriculum_steps)
@@ -67,13 +70,14 @@ class Task:
         together, e.g. one digit twice in a Sudoku unit; None where the task has no such rule."""
         return None
 
-    def check(self, tokens: np.ndarray, reference: np.ndarray, answer_mask: np.ndarray
-              ) -> dict[str, np.ndarray]:
+    def check(self, tokens: np.ndarray, reference: np.ndarray, answer_mask: np.ndarray) -> dict[str, np.ndarray]:
         """Per example: solved, and token_accuracy on answer positions against the reference."""
         tokens, reference, answer_mask = (np.atleast_2d(np.asarray(a)) for a in (tokens, reference, answer_mask))
         right = (tokens == reference) & answer_mask
-        return {"solved": self.solved(tokens, reference, answer_mask),
-                "token_accuracy": right.sum(1) / np.maximum(answer_mask.sum(1), 1)}
+        return {
+            "solved": self.solved(tokens, reference, answer_mask),
+            "token_accuracy": right.sum(1) / np.maximum(answer_mask.sum(1), 1),
+        }
 
     def answer_path_length(self, tokens: np.ndarray) -> np.ndarray | None:
         """Path tasks: [N] cells on the path each answer gives (-1 when it is malformed); None
@@ -88,8 +92,9 @@ class Task:
         """Relations between positions for relation-aware attention; empty when the task has none."""
         return Relations()
 
-    def augment(self, tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def augment(
+        self, tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A random label-preserving symmetry per example (the answer stays the right one)."""
         raise ValueError(f"the {self.name} task has no symmetries; set config.train.augment=False")
 
@@ -118,6 +123,7 @@ class DatasetSpec:
     """A registered data set: a task, its generator settings, split sizes and seed.
 
     validation is for choices (presets, a sampler's gamma), test for reporting them."""
+
     task: Task
     train_size: int
     test_size: int
@@ -126,8 +132,11 @@ class DatasetSpec:
     seed: int = 0
 
     def sizes(self) -> dict[str, int]:
-        return {s: n for s, n in (("train", self.train_size), ("test", self.test_size),
-                                  ("validation", self.validation_size)) if n}
+        return {
+            s: n
+            for s, n in (("train", self.train_size), ("test", self.test_size), ("validation", self.validation_size))
+            if n
+        }
 
     def generate_chunk(self, size: int, stream: tuple[int, ...]) -> dict[str, np.ndarray]:
         """`size` examples from the random stream `stream`; deterministic in it."""

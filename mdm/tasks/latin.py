@@ -6,6 +6,7 @@ exact denoiser (each blank's posterior: a histogram over the consistent squares)
 any set of cells are exact. Parallel unmasking is known to fail here (ParallelBench, arXiv
 2510.04767): two blanks of one row are each uniform, yet may not hold the same symbol.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,6 +91,7 @@ def exact_apply(params, tokens_BxL):
 class LatinTask(Task):
     """n x n Latin squares: tokens are the square's symbols, answer positions the blank cells;
     any completion of the given cells solves it."""
+
     name: ClassVar[str] = "latin"
     meta_fields: ClassVar[tuple[str, ...]] = ("givens", "completions")
     n: int = 4
@@ -123,9 +125,14 @@ class LatinTask(Task):
                 if fits >= 2:
                     break
             tokens[i], answer_mask[i], givens[i], completions[i] = square, ~given, count, fits
-            keys.append("".join(str(int(s) + 1) if g else "." for s, g in zip(square, given)))
-        return {"tokens": tokens, "answer_mask": answer_mask, "givens": givens, "completions": completions,
-                "key": np.array(keys)}
+            keys.append("".join(str(int(s) + 1) if g else "." for s, g in zip(square, given, strict=True)))
+        return {
+            "tokens": tokens,
+            "answer_mask": answer_mask,
+            "givens": givens,
+            "completions": completions,
+            "key": np.array(keys),
+        }
 
     def solved(self, tokens, reference, answer_mask) -> np.ndarray:
         """A Latin square that keeps the given cells."""
@@ -152,8 +159,12 @@ class LatinTask(Task):
     def completions(self, tokens: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
         """[N] how many squares complete each prompt."""
         tokens, answer_mask = np.atleast_2d(tokens), np.atleast_2d(answer_mask)
-        return np.concatenate([consistent_many(self.n, tokens[i:i + 256], ~answer_mask[i:i + 256]).sum(1)
-                               for i in range(0, len(tokens), 256)])
+        return np.concatenate(
+            [
+                consistent_many(self.n, tokens[i : i + 256], ~answer_mask[i : i + 256]).sum(1)
+                for i in range(0, len(tokens), 256)
+            ]
+        )
 
     def log_prob(self, tokens: np.ndarray, answer_mask: np.ndarray) -> np.ndarray:
         """[N] exact log p(answer | prompt): -log(completions) for a completion, -inf otherwise."""
@@ -173,7 +184,7 @@ class LatinTask(Task):
         squares = all_squares(self.n)
         for s in range(n_steps):
             if s % 256 == 0:  # consistency of a chunk of steps at once
-                chunk = consistent_many(self.n, tokens_SxL[s:s + 256], visible_SxL[s:s + 256])
+                chunk = consistent_many(self.n, tokens_SxL[s : s + 256], visible_SxL[s : s + 256])
             fits = squares[chunk[s % 256]]
             members = np.flatnonzero(set_SxL[s])
             if not len(fits) or not len(members):
@@ -190,8 +201,9 @@ class LatinTask(Task):
             product = np.prod([margs[i][configs[:, i]] for i in range(len(members))], axis=0)
             support = np.prod([(m > 0).sum() for m in margs], dtype=float)
             # the product can draw every combination of its marginals' symbols; the truth only these
-            out["kl_product"][s] = np.inf if support > len(configs) else \
-                float((product * np.log(product / joint)).sum())
+            out["kl_product"][s] = (
+                np.inf if support > len(configs) else float((product * np.log(product / joint)).sum())
+            )
         return out
 
     def parse(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -202,9 +214,11 @@ class LatinTask(Task):
         allowed = {str(d) for d in range(1, self.n + 1)} | {".", "0"}
         bad = sorted(set(text) - allowed)
         if bad:
-            raise PuzzleError(f"a {self.n}x{self.n} Latin square takes 1-{self.n} and . for a blank, not {''.join(bad)!r}")
+            raise PuzzleError(
+                f"a {self.n}x{self.n} Latin square takes 1-{self.n} and . for a blank, not {''.join(bad)!r}"
+            )
         blank = np.array([c in ".0" for c in text])
-        tokens = np.array([0 if b else int(c) - 1 for c, b in zip(text, blank)], np.int32)
+        tokens = np.array([0 if b else int(c) - 1 for c, b in zip(text, blank, strict=True)], np.int32)
         if not consistent(self.n, tokens, ~blank).any():
             raise PuzzleError("no Latin square completes these given cells")
         return tokens, blank
@@ -215,6 +229,8 @@ class LatinTask(Task):
             cells = []
             for c in range(self.n):
                 i = r * self.n + c
-                cells.append(f"{int(tokens[i]) + 1}({int(fill_step[i])})" if answer_mask[i] else f"{int(tokens[i]) + 1}   ")
+                cells.append(
+                    f"{int(tokens[i]) + 1}({int(fill_step[i])})" if answer_mask[i] else f"{int(tokens[i]) + 1}   "
+                )
             lines.append(" ".join(cells))
         return "\n".join(lines) + "\n(n) = the model call that filled the cell; given cells have none"

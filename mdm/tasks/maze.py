@@ -3,6 +3,7 @@
 Nothing else in mdm knows the rules of mazes. A maze is an n x n lattice spanning tree grown
 by randomised depth-first search; the path between two cells of a tree is unique.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ class Layout:
     """Token positions for an n x n maze: edges, then query, origin, target; then the path.
 
     sep=False writes each edge as (u, v) without the SEP token (the same information)."""
+
     n: int
     sep: bool = True
 
@@ -121,7 +123,7 @@ def generate(count: int, rng: np.random.Generator, n: int = 10, sep: bool = True
         origin, target = (int(x) for x in rng.choice(layout.cells, 2, replace=False))
         path = tree_path(edges, layout.cells, origin, target)
         flip = rng.random(len(edges)) < 0.5
-        oriented = [(v, u) if f else (u, v) for (u, v), f in zip(edges, flip)]
+        oriented = [(v, u) if f else (u, v) for (u, v), f in zip(edges, flip, strict=True)]
         order = rng.permutation(len(edges))
         prompt = []
         for j in order:
@@ -129,18 +131,18 @@ def generate(count: int, rng: np.random.Generator, n: int = 10, sep: bool = True
             prompt += [FIRST_CELL + u, FIRST_CELL + v] + [SEP] * sep
         prompt += [QUERY, FIRST_CELL + origin, FIRST_CELL + target]
         answer = [FIRST_CELL + c for c in path] + [END]
-        tokens[i, :layout.prompt_len] = prompt
-        tokens[i, layout.prompt_len:layout.prompt_len + len(answer)] = answer
+        tokens[i, : layout.prompt_len] = prompt
+        tokens[i, layout.prompt_len : layout.prompt_len + len(answer)] = answer
         path_len[i] = len(path)
         canonical = sorted(tuple(sorted(e)) for e in edges)
         keys.append(f"{canonical}|{origin}|{target}")
     answer_mask = np.zeros((count, layout.length), bool)
-    answer_mask[:, layout.prompt_len:] = True
-    return {"tokens": tokens, "answer_mask": answer_mask, "path_len": path_len,
-            "key": np.array(keys)}
+    answer_mask[:, layout.prompt_len :] = True
+    return {"tokens": tokens, "answer_mask": answer_mask, "path_len": path_len, "key": np.array(keys)}
 
 
 # ----------------------------------------------------------------------------- decoding
+
 
 def parse(tokens: np.ndarray, n: int, sep: bool = True) -> tuple[set, int, int, list[int] | None]:
     """One sequence -> (edge set, origin, target, path cells or None if malformed).
@@ -149,15 +151,15 @@ def parse(tokens: np.ndarray, n: int, sep: bool = True) -> tuple[set, int, int, 
     """
     layout = Layout(n, sep)
     tokens = np.asarray(tokens)
-    prompt = tokens[:layout.prompt_len]
-    edge_tokens = prompt[:layout.stride * (layout.cells - 1)].reshape(-1, layout.stride)[:, :2] - FIRST_CELL
+    prompt = tokens[: layout.prompt_len]
+    edge_tokens = prompt[: layout.stride * (layout.cells - 1)].reshape(-1, layout.stride)[:, :2] - FIRST_CELL
     edges = {frozenset((int(u), int(v))) for u, v in edge_tokens}
     origin, target = int(prompt[-2]) - FIRST_CELL, int(prompt[-1]) - FIRST_CELL
-    answer = tokens[layout.prompt_len:]
+    answer = tokens[layout.prompt_len :]
     ends = np.flatnonzero(answer == END)
     if not ends.size:
         return edges, origin, target, None
-    body, tail = answer[:ends[0]], answer[ends[0] + 1:]
+    body, tail = answer[: ends[0]], answer[ends[0] + 1 :]
     if (body < FIRST_CELL).any() or (tail != PAD).any():
         return edges, origin, target, None
     return edges, origin, target, [int(t) - FIRST_CELL for t in body]
@@ -170,9 +172,14 @@ def is_valid_path(tokens: np.ndarray, n: int, sep: bool = True) -> np.ndarray:
     out = np.zeros(len(tokens), bool)
     for i, row in enumerate(tokens):
         edges, origin, target, path = parse(row, n, sep)
-        out[i] = (path is not None and len(path) > 0 and path[0] == origin
-                  and path[-1] == target and len(set(path)) == len(path)
-                  and all(frozenset(step) in edges for step in zip(path[:-1], path[1:])))
+        out[i] = (
+            path is not None
+            and len(path) > 0
+            and path[0] == origin
+            and path[-1] == target
+            and len(set(path)) == len(path)
+            and all(frozenset(step) in edges for step in zip(path[:-1], path[1:], strict=True))
+        )
     return out
 
 
@@ -197,6 +204,7 @@ def draw(tokens: np.ndarray, n: int, sep: bool = True) -> str:
 
 # ----------------------------------------------------------------------------- augmentation
 
+
 def lattice_symmetries(n: int) -> np.ndarray:
     """[8, n*n]: the cell each cell maps to under the 8 rotations and reflections of the square."""
     r, c = np.divmod(np.arange(n * n), n)
@@ -209,8 +217,9 @@ def lattice_symmetries(n: int) -> np.ndarray:
     return np.stack(maps)
 
 
-def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int,
-            sep: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int, sep: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: a random lattice symmetry relabels every cell, and the edge list is shuffled
     and each edge's ends swapped at random. The path (answer) stays the maze's unique path."""
     layout = Layout(n, sep)
@@ -219,22 +228,24 @@ def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generato
     is_cell = tokens >= FIRST_CELL
     cell = np.where(is_cell, tokens - FIRST_CELL, 0)
     out = np.where(is_cell, np.take_along_axis(symmetry_NxC, cell, 1) + FIRST_CELL, tokens)
-    triples_NxEx3 = out[:, :stride * edges].reshape(count, edges, stride)
+    triples_NxEx3 = out[:, : stride * edges].reshape(count, edges, stride)
     order_NxE = np.argsort(rng.random((count, edges)), 1)
     triples_NxEx3 = np.take_along_axis(triples_NxEx3, order_NxE[:, :, None], 1)
     swap_NxE = rng.random((count, edges)) < 0.5
     u, v = triples_NxEx3[:, :, 0].copy(), triples_NxEx3[:, :, 1].copy()
     triples_NxEx3[:, :, 0] = np.where(swap_NxE, v, u)
     triples_NxEx3[:, :, 1] = np.where(swap_NxE, u, v)
-    out[:, :stride * edges] = triples_NxEx3.reshape(count, -1)
+    out[:, : stride * edges] = triples_NxEx3.reshape(count, -1)
     return out.astype(tokens.dtype), answer_mask.copy()
 
 
 # ----------------------------------------------------------------------------- the task
 
+
 @dataclasses.dataclass(frozen=True)
 class MazeTask(Task):
     """Shortest (= unique) path in an n x n DFS maze: the prompt lists the edges and the query."""
+
     n: int = 10
     sep: bool = True
     name: ClassVar[str] = "maze"
@@ -265,11 +276,14 @@ class MazeTask(Task):
         edge_len = layout.stride * (layout.cells - 1)
         group = np.full(layout.length, -1)
         group[:edge_len] = np.arange(edge_len) // layout.stride
-        group[edge_len:layout.prompt_len] = layout.cells - 1  # QUERY, origin, target
+        group[edge_len : layout.prompt_len] = layout.cells - 1  # QUERY, origin, target
         slot = np.full(layout.length, -1)
-        slot[layout.prompt_len:] = np.arange(layout.answer_len)
-        return Relations(groups=(tuple(group.tolist()),), chains=(tuple(slot.tolist()),),
-                         entity_tokens=tuple(range(FIRST_CELL, layout.vocab_size)))
+        slot[layout.prompt_len :] = np.arange(layout.answer_len)
+        return Relations(
+            groups=(tuple(group.tolist()),),
+            chains=(tuple(slot.tolist()),),
+            entity_tokens=tuple(range(FIRST_CELL, layout.vocab_size)),
+        )
 
     def augment(self, tokens, answer_mask, rng):
         return augment(tokens, answer_mask, rng, self.n, self.sep)

@@ -6,6 +6,7 @@ the path from the origin to the target, OFF if not. Whether a cell is on the pat
 its lattice neighbours (a dead end is recognisable locally), so the model's heads look only at a
 cell and its four neighbours (position_groups) and every model call can settle many cells at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,7 @@ def encode(n: int, edges: list[tuple[int, int]], origin: int, target: int, path:
 
 def decode_prompt(tokens_L: np.ndarray, n: int) -> tuple[np.ndarray, int, int]:
     """Prompt tokens -> (open sides [n^2], origin, target); origin/target -1 if absent."""
-    prompt = np.asarray(tokens_L)[:n * n] - FIRST_PROMPT
+    prompt = np.asarray(tokens_L)[: n * n] - FIRST_PROMPT
     sides, role = prompt % 16, prompt // 16
     origin, target = np.flatnonzero(role == ROLE_ORIGIN), np.flatnonzero(role == ROLE_TARGET)
     return sides, int(origin[0]) if origin.size == 1 else -1, int(target[0]) if target.size == 1 else -1
@@ -84,7 +85,7 @@ def is_solved(tokens: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(len(tokens), bool)
     for i, row in enumerate(tokens):
         path = true_path(row, n)
-        answer = row[n * n:]
+        answer = row[n * n :]
         if path is None or not np.isin(answer, (OFF, ON)).all():
             continue
         want = np.zeros(n * n, bool)
@@ -112,6 +113,7 @@ def generate(count: int, rng: np.random.Generator, n: int) -> dict[str, np.ndarr
 
 
 # ----------------------------------------------------------------------------- structure
+
 
 def position_groups(n: int) -> np.ndarray:
     """[5, 2 n^2]: factors whose shared groups are a cell and its lattice neighbours.
@@ -150,8 +152,9 @@ def _side_tables(n: int) -> np.ndarray:
     return tables
 
 
-def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A random lattice symmetry (rotation or reflection) per row: cells move, their open sides
     turn with them, and the answer moves with its cells, so it stays the maze's path."""
     cells, count = n * n, len(tokens)
@@ -175,7 +178,7 @@ def draw(tokens: np.ndarray, n: int, fill_step: np.ndarray | None = None) -> str
     """ASCII drawing: walls, 'o' origin, 'x' target, '*' cells the answer puts on the path."""
     tokens = np.asarray(tokens)
     sides, origin, target = decode_prompt(tokens, n)
-    answer = tokens[n * n:]
+    answer = tokens[n * n :]
     rows = ["+" + "---+" * n]
     for r in range(n):
         line, below = "|", "+"
@@ -191,9 +194,11 @@ def draw(tokens: np.ndarray, n: int, fill_step: np.ndarray | None = None) -> str
 
 # ----------------------------------------------------------------------------- the task
 
+
 @dataclasses.dataclass(frozen=True)
 class GridMazeTask(Task):
     """The path in an n x n DFS maze, one prompt token and one answer token per cell."""
+
     n: int = 10
     name: ClassVar[str] = "maze_grid"
     meta_fields: ClassVar[tuple[str, ...]] = ("path_len",)
@@ -215,7 +220,7 @@ class GridMazeTask(Task):
 
     def answer_path_length(self, tokens: np.ndarray) -> np.ndarray:
         """[N]: cells the answer puts on the path."""
-        return (np.atleast_2d(tokens)[:, self.n * self.n:] == ON).sum(1)
+        return (np.atleast_2d(tokens)[:, self.n * self.n :] == ON).sum(1)
 
     def position_groups(self) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(int(i) for i in g) for g in position_groups(self.n))

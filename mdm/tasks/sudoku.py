@@ -3,11 +3,12 @@
 Nothing else in mdm knows the rules of Sudoku. Grids are [N, 81] int arrays of digits
 (0 = blank), row-major; the solver works on [N, 81] bitmasks of candidates, vectorised over N.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 import pathlib
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,12 +20,12 @@ ALL = 0x1FF  # all nine candidate bits
 
 _rows = [[r * 9 + c for c in range(9)] for r in range(9)]
 _cols = [[r * 9 + c for r in range(9)] for c in range(9)]
-_boxes = [[(br * 3 + r) * 9 + bc * 3 + c for r in range(3) for c in range(3)]
-          for br in range(3) for bc in range(3)]
+_boxes = [[(br * 3 + r) * 9 + bc * 3 + c for r in range(3) for c in range(3)] for br in range(3) for bc in range(3)]
 UNITS = np.array(_rows + _cols + _boxes)  # [27, 9]
 CELL_UNITS = np.array([[u for u in range(27) if cell in UNITS[u]] for cell in range(CELLS)])  # [81, 3]
-PEERS = np.array([sorted({p for u in CELL_UNITS[cell] for p in UNITS[u]} - {cell})
-                  for cell in range(CELLS)])  # [81, 20]
+PEERS = np.array(
+    [sorted({p for u in CELL_UNITS[cell] for p in UNITS[u]} - {cell}) for cell in range(CELLS)]
+)  # [81, 20]
 POPCOUNT = np.array([bin(m).count("1") for m in range(512)], np.int8)
 BIT_TO_DIGIT = np.zeros(512, np.int8)
 BIT_TO_DIGIT[1 << np.arange(9)] = np.arange(1, 10)
@@ -89,8 +90,7 @@ def propagate(cand: np.ndarray) -> np.ndarray:
     return cand
 
 
-def search(cand: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
+def search(cand: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth-first search over all rows at once, counting solutions up to `limit`.
 
     Branches on a cell with the fewest candidates; with `rng`, ties and branch digits are
@@ -160,8 +160,7 @@ def random_solved_grids(n: int, rng: np.random.Generator) -> np.ndarray:
     return grids
 
 
-def generate(n: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False
-             ) -> tuple[np.ndarray, np.ndarray]:
+def generate(n: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """n puzzles with unique solutions: (puzzles [n, 81], solutions [n, 81]).
 
     Cells are removed in a random order, each kept removed while the solution stays unique,
@@ -199,7 +198,7 @@ def generate(n: int, rng: np.random.Generator, clues: int = 30, minimal: bool = 
         # When lo + 1 == hi, the cell after the good run is the one that breaks uniqueness.
         settled = active[(hi[active] >= 0) & (hi[active] == lo[active] + 1)]
         for i in settled:
-            removed[i, order[i, pos[i]:pos[i] + lo[i]]] = True
+            removed[i, order[i, pos[i] : pos[i] + lo[i]]] = True
             pos[i] += lo[i] + 1
         lo[settled] = 0
         hi[settled] = -1
@@ -234,6 +233,7 @@ def singles_depth(puzzles: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- checker
 
+
 def is_valid_solution(puzzles: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """[N] bool: every row, column and box of the answer holds 1..9 and every clue is kept."""
     puzzles, answers = np.atleast_2d(puzzles), np.atleast_2d(answers)
@@ -245,6 +245,7 @@ def is_valid_solution(puzzles: np.ndarray, answers: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- token format
+
 
 def encode(puzzles: np.ndarray, solutions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [N, 81] = solution digit - 1, answer_mask [N, 81] = blank cells)."""
@@ -265,14 +266,14 @@ def pretty(grid: np.ndarray, annotations: np.ndarray | None = None) -> str:
     grid = np.asarray(grid).ravel()
     texts = [str(int(d)) if d else "." for d in grid]
     if annotations is not None:
-        texts = [f"{t}({a})" if a != "" else t for t, a in zip(texts, annotations)]
+        texts = [f"{t}({a})" if a != "" else t for t, a in zip(texts, annotations, strict=True)]
     width = max(len(t) for t in texts)
     lines = []
     for r in range(9):
         if r and r % 3 == 0:
             lines.append("+".join(["-" * (3 * (width + 1) + 1)] * 3))
         cells = [texts[r * 9 + c].ljust(width) for c in range(9)]
-        lines.append(" " + " | ".join(" ".join(cells[b:b + 3]) for b in (0, 3, 6)))
+        lines.append(" " + " | ".join(" ".join(cells[b : b + 3]) for b in (0, 3, 6)))
     return "\n".join(lines)
 
 
@@ -300,8 +301,9 @@ def parse_puzzle(text: str) -> np.ndarray:
 def _clashes(grids: np.ndarray) -> list[str]:
     """Per grid, '' or a description of the first unit holding a digit twice."""
     out = []
-    names = [f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)] + \
-            [f"box {i + 1}" for i in range(9)]
+    names = (
+        [f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)] + [f"box {i + 1}" for i in range(9)]
+    )
     vals = grids[:, UNITS]  # [n, 27, 9]
     for g in vals:
         msg = ""
@@ -317,9 +319,11 @@ def _clashes(grids: np.ndarray) -> list[str]:
 
 # ----------------------------------------------------------------------------- external sets
 
+
 @dataclasses.dataclass
 class LoadReport:
     """What an external file held: rows kept and, per reject reason, a count and first line."""
+
     kept: int = 0
     rejected: dict = dataclasses.field(default_factory=dict)  # reason -> [count, first line]
 
@@ -329,8 +333,9 @@ class LoadReport:
 
     def summary(self) -> str:
         parts = [f"kept {self.kept}"]
-        parts += [f"{reason}: {count} (first at line {line})"
-                  for reason, (count, line) in sorted(self.rejected.items())]
+        parts += [
+            f"{reason}: {count} (first at line {line})" for reason, (count, line) in sorted(self.rejected.items())
+        ]
         return ", ".join(parts)
 
 
@@ -395,6 +400,7 @@ def load_puzzles(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray, Load
 
 # ----------------------------------------------------------------------------- structure
 
+
 def position_groups() -> np.ndarray:
     """[3, 81]: the row, column and box of each cell (cells sharing one are peers)."""
     cell = np.arange(CELLS)
@@ -409,8 +415,7 @@ def _line_maps(rng: np.random.Generator, n: int) -> np.ndarray:
     return (3 * band_Nx3[:, :, None] + inner_Nx3x3).reshape(n, 9)
 
 
-def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
+def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A random validity-preserving symmetry per row of [N, 81] tokens: digits relabelled,
     bands, stacks, rows in bands and columns in stacks permuted, and a transpose half the time.
     A solution and its puzzle move together, so the answer stays the unique solution."""
@@ -422,15 +427,19 @@ def augment(tokens: np.ndarray, answer_mask: np.ndarray, rng: np.random.Generato
     source_NxC = np.where(rng.random((n, 1)) < 0.5, transposed_NxC, source_NxC)
     digits_Nx9 = np.argsort(rng.random((n, VOCAB_SIZE)), 1)
     moved = np.take_along_axis(tokens, source_NxC, 1)
-    return (np.take_along_axis(digits_Nx9, moved, 1).astype(tokens.dtype),
-            np.take_along_axis(answer_mask, source_NxC, 1))
+    return (
+        np.take_along_axis(digits_Nx9, moved, 1).astype(tokens.dtype),
+        np.take_along_axis(answer_mask, source_NxC, 1),
+    )
 
 
 # ----------------------------------------------------------------------------- the task
 
+
 @dataclasses.dataclass(frozen=True)
 class SudokuTask(Task):
     """9x9 Sudoku: tokens are the solution's digits - 1, answer positions are the blank cells."""
+
     name: ClassVar[str] = "sudoku"
     meta_fields: ClassVar[tuple[str, ...]] = ("clues", "singles_depth")
     difficulty: ClassVar[str] = "singles_depth"
@@ -443,12 +452,18 @@ class SudokuTask(Task):
     def length(self) -> int:
         return CELLS
 
-    def generate(self, size: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False
-                 ) -> dict[str, np.ndarray]:
+    def generate(
+        self, size: int, rng: np.random.Generator, clues: int = 30, minimal: bool = False
+    ) -> dict[str, np.ndarray]:
         puzzles, solutions = generate(size, rng, clues=clues, minimal=minimal)
         tokens, answer_mask = encode(puzzles, solutions)
-        return {"tokens": tokens, "answer_mask": answer_mask, "clues": (puzzles > 0).sum(1).astype(np.int32),
-                "singles_depth": singles_depth(puzzles), "key": np.array([to_string(p) for p in puzzles])}
+        return {
+            "tokens": tokens,
+            "answer_mask": answer_mask,
+            "clues": (puzzles > 0).sum(1).astype(np.int32),
+            "singles_depth": singles_depth(puzzles),
+            "key": np.array([to_string(p) for p in puzzles]),
+        }
 
     def same_step_conflicts(self, tokens_L, positions) -> int:
         """Pairs of cells in `positions` that share a row, column or box and hold one digit."""

