@@ -99,7 +99,7 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str, config_file: str) ->
         c.eval.update(every=2000, sample_examples=1000)
         c.checkpoint.every = 2000
     elif preset == "tiny":  # tests
-        c.data.update(train_size=500, test_size=500)
+        c.data.update(train_size=500, test_size=500, validation_size=500)
         c.model.update(width=32, depth=1, heads=2, mlp_ratio=2)
         c.train.update(steps=4, batch_size=8, warmup_steps=1, log_every=2)
         c.eval.update(every=4, loss_examples=16, sample_examples=8, batch_size=8)

@@ -13,6 +13,18 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The tests' models are tiny: compiling them takes longer than running them, and LLVM's
+# cheapest settings cut a fifth of the suite. Tests that start JAX in a subprocess with their
+# own XLA_FLAGS append to these (test_flags).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a subprocess: the given flags after the suite's own."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
 
 import pytest  # noqa: E402
 

@@ -34,7 +34,8 @@ def main():
     import faulthandler
 
     faulthandler.dump_traceback_later(150, repeat=True)  # a hang shows where each thread waits
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before jax starts
+    # before jax starts, after the test suite's own flags
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
     import jax
     import numpy as np
 

@@ -15,7 +15,7 @@ TINY = {
     "WORKDIR": None,
     "EXAMPLES": "6",
     "STUDY": "'tiny'",
-    "DATA_SIZES": "{'train_size': 500, 'test_size': 500}",
+    "DATA_SIZES": "{'train_size': 500, 'test_size': 500, 'validation_size': 500}",  # the tiny preset's
     "GAMMAS": "(0.01,)",
     "STUDY_OVERRIDES": "{'gammas': (0.5,), 'ks': (), 'taus': (), 'steps': (), 'tightness_examples': 1}",
     "OVERRIDES": "{'eval.sample_examples': 0}",

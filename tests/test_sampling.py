@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sampling_reference as ref
+from conftest import xla_flags
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -532,7 +533,7 @@ sys.path.insert(0, '.')
 from configs import sudoku
 from mdm import data, sampling, train
 c = sudoku.get_config('tiny')
-split = data.load('sudoku', 'test', None, 500, 500).take(np.arange(24))
+split = data.load('sudoku', 'test', None, 500, 500, 500).take(np.arange(24))
 graphdef, params = train.init_model(train.model_config(c, split.task), 0)
 model_fn = sampling.model_fn_from(graphdef, params)
 outs = []
@@ -558,7 +559,7 @@ def test_slots_sharded_over_4_devices_give_each_example_what_1_device_gives(data
             os.environ,
             MDM_DATA_DIR=data_dir,
             WANDB_MODE="disabled",
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+            XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
         )
         out = subprocess.run(
             [sys.executable, "-c", _SHARDED, str(tmp_path / f"{devices}.npz")],

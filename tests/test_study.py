@@ -72,7 +72,7 @@ def test_chain_rule_recovers_a_known_joint():
 
 def test_study_writes_every_file(data_dir, tmp_path):
     config = sudoku_config.get_config("tiny")
-    split = data.load("sudoku", "test", data_dir, 500, 500)
+    split = data.load("sudoku", "test", data_dir, 500, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
     model_fn = sampling.model_fn_from(graphdef, params)
@@ -139,7 +139,7 @@ def test_study_writes_every_file(data_dir, tmp_path):
 )
 def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
     config = sudoku_config.get_config("tiny")
-    split = data.load("sudoku", "test", data_dir, 500, 500)
+    split = data.load("sudoku", "test", data_dir, 500, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
     grids = study_config.get_config("tiny")
@@ -150,7 +150,7 @@ def test_any_grid_the_config_accepts_runs(data_dir, tmp_path, overrides):
 
 def test_study_on_a_path_task_reports_where_answers_fail(data_dir, tmp_path):
     config = maze_grid_config.get_config("tiny")
-    split = data.load("maze5_grid", "test", data_dir, 500, 500)
+    split = data.load("maze5_grid", "test", data_dir, 500, 500, 500)
     graphdef, params = train.init_model(train.model_config(config, split.task), 0)
     grids = study_config.get_config("tiny")
     grids.update(examples=4, tightness_examples=1, ks=(), taus=(), steps=())
@@ -175,7 +175,7 @@ def test_study_runs_on_a_time_conditioned_cosine_model(data_dir, tmp_path):
     config = sudoku_config.get_config("tiny")
     config.model.time_conditioning = True
     config.diffusion.schedule = "cosine"
-    split = data.load("sudoku", "test", data_dir, 500, 500)
+    split = data.load("sudoku", "test", data_dir, 500, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
     grids = study_config.get_config("tiny")

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import xla_flags
 
 from configs import maze as maze_config
 from configs import maze_grid as maze_grid_config
@@ -58,7 +59,7 @@ def test_tiny_model_overfits_a_tiny_batch(data_dir, optimizer):
             "train.optimizer": optimizer,
         }
     )
-    split = data.load("sudoku", "train", data_dir, 500, 500)
+    split = data.load("sudoku", "train", data_dir, 500, 500, 500)
     cfg = train.model_config(config, split.task)
     graphdef, params = train.init_model(cfg, 0)
     tx = train.make_optimizer(config)
@@ -123,7 +124,7 @@ def test_the_global_batch_gives_the_same_parameters_on_1_and_4_devices_with_and_
         runs.append([np.asarray(x) for x in jax.tree.leaves(state.params)])
     out = run_cli(
         ["-c", _DUMP, str(tmp_path / "four")],
-        {"MDM_DATA_DIR": data_dir, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        {"MDM_DATA_DIR": data_dir, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")},
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "devices 4" in out.stdout and "4 device(s) x 2 micro-batches of 1" in out.stdout
