@@ -29,6 +29,12 @@ def xla_flags(*flags: str) -> str:
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (over 20 s each on 2 cores) run first: xdist hands out tests in this
+    order, so the workers do not end with one long test running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tfds")

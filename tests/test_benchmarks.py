@@ -18,6 +18,7 @@ def run(*args):
     )
 
 
+@pytest.mark.slow
 def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
     sys.path.insert(0, str(ROOT))
     from configs import sudoku
@@ -72,6 +73,7 @@ def test_bad_preset_is_one_sentence():
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'huge'")
 
 
+@pytest.mark.slow
 def test_allocators_side_by_side(data_dir, tmp_path):
     from mdm import allocator
 
@@ -89,6 +91,7 @@ def test_allocators_side_by_side(data_dir, tmp_path):
     assert bad.returncode == 2 and "'jemallocc' is not an allocator" in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_accelerator_command_rehearses_on_a_cpu_and_writes_its_files(tmp_path):
     """The GPU window's command, end to end on tiny settings: data made in memory (no TFDS),
     probe, budgeted training, bf16 export, gamma chosen on validation, test at two row counts."""

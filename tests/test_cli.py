@@ -46,6 +46,7 @@ def test_entry_points_run_under_the_fast_allocator_and_it_turns_off(workdir, dat
     assert "allocator system\n" in off.stdout
 
 
+@pytest.mark.slow
 def test_sample_table_and_files(workdir, data_dir):
     out = run(
         [
@@ -140,6 +141,7 @@ def test_puzzle_file(workdir, data_dir, tmp_path):
     assert missing.returncode != 0 and "cannot read puzzle file" in missing.stderr
 
 
+@pytest.mark.slow
 def test_text_trains_and_sampling_reports_kl_against_the_chain(data_dir, tmp_path):
     path = tmp_path / "text"
     out = run(["train.py", "--config", "configs/text.py:tiny", f"--workdir={path}"], data_dir)

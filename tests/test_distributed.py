@@ -64,6 +64,7 @@ def _load(path) -> list[np.ndarray]:
         return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
     config = multihost_worker.tiny_config()
     data.load_for(config, "train"), data.load_for(config, "test")  # generate once, before the workers
@@ -96,6 +97,7 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
         assert (fill_step == alone["fill_step"]).all()
 
 
+@pytest.mark.slow
 def test_processes_far_apart_at_their_first_collective_wait_for_each_other(tmp_path):
     """Compiling a step can take one loaded process much longer than another: after
     distributed.connect the first real collective waits (without it gloo's 30 s set-up limit
@@ -116,6 +118,7 @@ def test_two_processes_generate_a_missing_data_set_once_and_read_the_same(tmp_pa
     assert not list((tmp_path / "fresh_data").rglob("*incomplete*"))  # no half-written copy left
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(data_dir, tmp_path):
     data.load_for(multihost_worker.tiny_config(), "train")  # generate once, before the workers
     workdir, out = tmp_path / "run", tmp_path / "out"

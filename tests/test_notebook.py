@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
 TINY = {
@@ -41,6 +43,7 @@ def notebook_script(workdir: str) -> str:
     return "\n\n".join(sources)
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_cpu_with_tiny_parameters(data_dir, tmp_path):
     workdir = tmp_path / "run"
     script = tmp_path / "notebook.py"

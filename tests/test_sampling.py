@@ -547,6 +547,7 @@ np.savez(sys.argv[1], *outs)
 """
 
 
+@pytest.mark.slow
 def test_slots_sharded_over_4_devices_give_each_example_what_1_device_gives(data_dir, tmp_path):
     import os
     import subprocess

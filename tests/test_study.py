@@ -70,6 +70,7 @@ def test_chain_rule_recovers_a_known_joint():
     assert joint.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_study_writes_every_file(data_dir, tmp_path):
     config = sudoku_config.get_config("tiny")
     split = data.load("sudoku", "test", data_dir, 500, 500, 500)

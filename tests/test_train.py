@@ -109,6 +109,7 @@ for micro in (0, 1):
 """
 
 
+@pytest.mark.slow
 def test_the_global_batch_gives_the_same_parameters_on_1_and_4_devices_with_and_without_accumulation(
     data_dir, tmp_path
 ):
