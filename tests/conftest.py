@@ -6,7 +6,7 @@ import tempfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 # One persistent XLA compilation cache for every test, xdist worker and subprocess: the tiny
-# models compile the same programs many times over (a third of the suite's time without it).
+# models compile the same programs many times over (it cut a sixth of the suite's time).
 # Set before JAX is imported; subprocesses inherit it.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"mdm-tests-xla-{getpass.getuser()}")
@@ -14,8 +14,8 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tests' models are tiny: compiling them takes longer than running them, and LLVM's
-# cheapest settings cut a fifth of the suite. Tests that start JAX in a subprocess with their
-# own XLA_FLAGS append to these (test_flags).
+# cheapest settings cut a fifth of test_sampling.py. Tests that start JAX in a subprocess with
+# their own XLA_FLAGS append to these (xla_flags below).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
