@@ -114,7 +114,8 @@ def main():
     parser.add_argument("--minutes", type=float, default=4.0, help="training wall clock per variant")
     parser.add_argument("--examples", type=int, default=500, help="validation puzzles for top-1")
     parser.add_argument("--workdir", default="runs/ablation", help="where the runs go")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="the JSON (default runs/benchmarks/ablation.json)")
+    parser.add_argument("--save", action="store_true", help="write it to the committed benchmarks/results/")
     args = parser.parse_args()
     variants = TASKS[args.task][1]
     names = args.variants.split(",") if args.variants else list(variants)
@@ -131,7 +132,7 @@ def main():
             f"top-1 solved {r['top1_solve_rate']:6.1%}  cells {r['token_accuracy']:6.1%}",
             flush=True,
         )
-    save("ablation", {"task": args.task, "minutes": args.minutes, "rows": rows}, args.out)
+    save("ablation", {"task": args.task, "minutes": args.minutes, "rows": rows}, args.out, args.save)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ Groups (no group flag: all of them):
   --speedup  EB against top-1 on a trained checkpoint: wall-clock speed-up beside the NFE
              speed-up, with refill (finished rows take new examples) and with plain batches
 Every row carries the backend, device kind and count, jax version, date and the C allocator the
-process ran under (mdm/allocator.py); the JSON goes to benchmarks/results/benchmarks_<backend>.json
-unless --out says otherwise. `--allocators system,mimalloc` runs the chosen groups once per
+process ran under (mdm/allocator.py); the JSON goes to runs/benchmarks/benchmarks_<backend>.json
+(--save: the committed benchmarks/results/; --out: anywhere). `--allocators system,mimalloc` runs the chosen groups once per
 allocator, each in a process of its own (MDM_ALLOCATOR set), and puts the rows side by side.
 """
 
@@ -59,9 +59,10 @@ def hardware() -> dict:
     }
 
 
-def save(name: str, payload: dict, out: str | None = None) -> pathlib.Path:
-    """Writes payload (with the hardware) as JSON to `out` or benchmarks/results/<name>.json."""
-    path = pathlib.Path(out) if out else RESULTS / f"{name}.json"
+def save(name: str, payload: dict, out: str | None = None, keep: bool = False) -> pathlib.Path:
+    """Writes payload (with the hardware) as JSON to `out`, else runs/benchmarks/<name>.json, or
+    with `keep` (--save) to the committed benchmarks/results/<name>.json."""
+    path = pathlib.Path(out) if out else (RESULTS if keep else ROOT / "runs" / "benchmarks") / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"hardware": hardware(), **payload}, indent=1))
     print(f"saved {path}")
@@ -387,7 +388,10 @@ def parse_args(argv):
         help="run the groups once per C allocator (e.g. system,mimalloc), each in its own "
         "process, rows side by side (default: this process's, MDM_ALLOCATOR)",
     )
-    parser.add_argument("--out", default=None, help="the JSON (default benchmarks/results/benchmarks_<backend>.json)")
+    parser.add_argument("--out", default=None, help="the JSON (default runs/benchmarks/benchmarks_<backend>.json)")
+    parser.add_argument(
+        "--save", action="store_true", help="write the JSON to the committed benchmarks/results/ (default: runs/)"
+    )
     args = parser.parse_args(argv)
     try:
         args.gamma_list = [float(g) for g in args.gammas.split(",")]
@@ -484,7 +488,7 @@ def main(argv=None) -> int:
     )
     print(format_table(rows))
     command = "python -m benchmarks " + " ".join(argv)
-    save(f"benchmarks_{hw['backend']}", {"command": command, "rows": rows}, args.out)
+    save(f"benchmarks_{hw['backend']}", {"command": command, "rows": rows}, args.out, args.save)
     return 0
 
 

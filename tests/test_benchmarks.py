@@ -139,3 +139,16 @@ def test_the_accelerator_command_rehearses_on_a_cpu_and_writes_its_files(tmp_pat
         assert manifest["dtype"] == "bfloat16" and manifest["step"] == train["steps"]
         assert manifest["results"]["accelerator"]["test"] == sampling["test"]
         pretrained.load(out / name)  # the shipped folder loads, its checksum holds
+
+
+def test_results_reach_the_committed_folder_only_with_save(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import run as bench
+
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "benchmarks" / "results")
+    monkeypatch.setattr(bench, "hardware", lambda: {})
+    assert bench.save("x", {}) == tmp_path / "runs" / "benchmarks" / "x.json"
+    assert bench.save("x", {}, keep=True) == tmp_path / "benchmarks" / "results" / "x.json"
+    assert bench.save("x", {}, str(tmp_path / "y.json"), keep=True) == tmp_path / "y.json"
+    assert bench.parse_args(["--data", "--save"]).save and not bench.parse_args(["--data"]).save
