@@ -1,4 +1,4 @@
-"""One rehearsed command for a short accelerator window (a GPU lent for minutes, no network).
+"""One rehearsed command for a short accelerator window (a GPU for minutes, no network).
 
     python -m benchmarks.accelerator --out DIR              # on the accelerator, at most ~9 minutes
     python -m benchmarks.accelerator --out DIR --rehearse   # the same steps, tiny, on any CPU

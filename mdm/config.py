@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
         time_budget_s=0.0,
         curriculum_steps=0,
     )
-    # Periodic evaluation on the test split: ELBO on `loss_examples`, and the solve rate of
+    # Periodic evaluation on the validation split: ELBO on `loss_examples`, and the solve rate of
     # top-1 and of EB(gamma) on `sample_examples` (0 turns sampling off).
     c.eval = dict(every=500, loss_examples=512, sample_examples=256, gamma=0.1, batch_size=256)
     c.checkpoint = dict(every=500, keep=3)
