@@ -26,7 +26,7 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-from mdm.cli import STUDY_CONFIG, parse_flags, quiet_libraries
+from mdm.cli import STUDY_CONFIG, define_process_flags, parse_flags, quiet_libraries
 from mdm.sampling import RULE_PARAMS, SamplerConfig
 
 _WORKDIR = flags.DEFINE_string(
@@ -89,15 +89,7 @@ _WANDB = flags.DEFINE_enum(
     ["", "disabled", "offline", "online"],
     "Send study tables and figures to wandb (default: the checkpoint's setting).",
 )
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address",
-    "",
-    "Several processes: host:port of process 0 "
-    "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
-    "are detected without them).",
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
+_START_PROCESSES = define_process_flags()
 flags.mark_flag_as_required("workdir")
 
 
@@ -181,7 +173,7 @@ def main(argv):
     from mdm import checkpoint, distributed, loading, metrics, report, sampling, stats, study
 
     try:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        _START_PROCESSES()
         primary = distributed.is_primary()
         if not primary:  # every process samples its share; process 0 reports and writes
             sys.stdout = open(os.devnull, "w")

@@ -13,19 +13,11 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from mdm.cli import parse_flags, quiet_libraries
+from mdm.cli import define_process_flags, parse_flags, quiet_libraries
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sudoku.py:quick.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, results.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address",
-    "",
-    "Several processes: host:port of process 0 "
-    "(with --num_processes and --process_id; Cloud TPU, Slurm and Open MPI "
-    "are detected without them).",
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
+_START_PROCESSES = define_process_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,10 +25,10 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
     quiet_libraries()
-    from mdm import checkpoint, distributed, train
+    from mdm import checkpoint, train
 
     try:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        _START_PROCESSES()
         train.train(_CONFIG.value, _WORKDIR.value)
     except (ValueError, train.TrainingError, checkpoint.CheckpointError, FloatingPointError) as e:
         sys.exit(f"error: {e}")

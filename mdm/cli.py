@@ -35,6 +35,28 @@ def quiet_libraries() -> None:
     threading.excepthook = lambda a: closed(a.exc_value) or previous_thread(a)
 
 
+def define_process_flags():
+    """--coordinator_address, --num_processes and --process_id, for both entry points; returns
+    the function that starts jax.distributed from them (mdm.distributed.initialize)."""
+    from absl import flags
+
+    coordinator = flags.DEFINE_string(
+        "coordinator_address",
+        "",
+        "Several processes: host:port of process 0 (with --num_processes and --process_id; "
+        "Cloud TPU, Slurm and Open MPI are detected without them).",
+    )
+    num_processes = flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
+    process_id = flags.DEFINE_integer("process_id", -1, "Several processes: this one's id, 0 to num_processes - 1.")
+
+    def start() -> bool:
+        from mdm import distributed
+
+        return distributed.initialize(coordinator.value, num_processes.value, process_id.value)
+
+    return start
+
+
 def parse_flags(argv: list[str], config_defaults: dict[str, str] | None = None) -> list[str]:
     """absl's flag parser for train.py and sample.py (app.run(main, flags_parser=parse_flags)):
     a config file that cannot be loaded or an override of a field that does not exist exits
