@@ -144,8 +144,7 @@ class SamplerState:
     tokens_BxL: jax.Array
     masked_BxL: jax.Array  # still to be unmasked (answer positions only)
     slot_example_B: jax.Array  # example held by each slot; N means empty
-    nfe_B: jax.Array  # model calls spent on the slot's current example
-    row_step_B: jax.Array  # loop steps spent on it (a step that unmasks nothing is no call)
+    nfe_B: jax.Array  # model calls (forward passes) spent on the slot's current example; its step counter
     block_step_B: jax.Array  # loop steps spent on its current block (the whole answer without blocks)
     block_size_B: jax.Array  # masked positions of the current block when it began
     next_example: jax.Array  # first example not yet given to a slot
@@ -155,6 +154,8 @@ class SamplerState:
     out_fill_step_NxL: jax.Array
     confidence_BxL: jax.Array  # with_trace: the top probability of each position when it was unmasked
     out_confidence_NxL: jax.Array
+    entropy_BxL: jax.Array  # with_trace: the entropy of each position when it was unmasked
+    out_entropy_NxL: jax.Array
     trace: dict  # per example and NFE: [S, N] arrays
     iterations: jax.Array  # while-loop iterations so far: model calls of the whole slots batch
 
@@ -300,11 +301,11 @@ _SLOT_FIELDS = (
     "masked_BxL",
     "slot_example_B",
     "nfe_B",
-    "row_step_B",
     "block_step_B",
     "block_size_B",
     "fill_step_BxL",
     "confidence_BxL",
+    "entropy_BxL",
 )
 
 
@@ -356,10 +357,20 @@ def generate(
         cfg.knobs(),
         seed,
         slots,
-        with_trace,
+        trace_steps(cfg, tokens_NxL.shape[1]) if with_trace else 0,
         first_example,
         replay,
     )
+
+
+def trace_steps(cfg: SamplerConfig, length: int) -> int:
+    """Rows of the trace: the most model calls an example can take. Every step calls the model,
+    and a rule that ranks unmasks at least one position per step (<= length calls); the random
+    and ancestral rules take up to `steps` calls per block, some of which may unmask nothing."""
+    if cfg.rule not in ("random", "ancestral"):
+        return length
+    blocks = -(-length // cfg.block_size) if cfg.block_size else 1
+    return max(length, cfg.steps * blocks)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace", "replay"))
@@ -372,7 +383,7 @@ def _generate(
     knobs: dict,
     seed: int | jax.Array = 0,
     slots: int | None = None,
-    with_trace: bool = False,
+    with_trace: int = 0,
     first_example: int | jax.Array = 0,
     replay: bool = False,
 ) -> dict:
@@ -382,9 +393,11 @@ def _generate(
     Example i draws its random numbers from (seed, first_example + i, step): a caller that
     splits a data set into batches passes each batch's offset, so every example gets the same
     stream whatever the batching. Returns tokens [N, L], nfe [N], fill_step [N, L] (the model
-    call, from 1, that unmasked each position; 0 for prompts) and, with `with_trace`,
-    confidence [N, L] (each position's top probability when it was unmasked) and per example
-    and NFE [S, N]: unmasked (count), bound (sum H - max H of the set), mean_entropy,
+    call, from 1, that unmasked each position; 0 for prompts). Every loop step an example
+    spends in a slot is a forward pass on its row, so it counts as an NFE even when the rule
+    unmasks nothing at that step (the random and ancestral schedules can). With `with_trace`
+    (S > 0: the trace's rows, `trace_steps`): confidence and entropy [N, L] (each position's
+    top probability and entropy when it was unmasked) and per example and NFE [S, N]: unmasked (count), bound (sum H - max H of the set), mean_entropy,
     model_error (sum over the set of -log q(reference token), the reference being the input's
     token at the position) and log_q (sum over the set of the log-probability of the tokens
     placed, under the distribution they were drawn from); entries past an example's NFE are 0.
@@ -399,7 +412,7 @@ def _generate(
     vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
     mask_id = vocab
     base_key = jax.random.key(seed)
-    steps = length  # every model call unmasks at least one answer position
+    steps = max(int(with_trace), 1)
     trace = {
         name: jnp.zeros((steps if with_trace else 1, n), dtype)
         for name, dtype in (
@@ -420,9 +433,10 @@ def _generate(
         out_tokens = s.out_tokens_NxL.at[target].set(s.tokens_BxL, mode="drop")
         out_nfe = s.out_nfe_N.at[target].set(s.nfe_B, mode="drop")
         out_fill = s.out_fill_step_NxL.at[target].set(s.fill_step_BxL, mode="drop")
-        out_conf = (
-            s.out_confidence_NxL.at[target].set(s.confidence_BxL, mode="drop") if with_trace else s.out_confidence_NxL
-        )
+        out_conf, out_ent = s.out_confidence_NxL, s.out_entropy_NxL
+        if with_trace:
+            out_conf = out_conf.at[target].set(s.confidence_BxL, mode="drop")
+            out_ent = out_ent.at[target].set(s.entropy_BxL, mode="drop")
         free = finished | ~holds
         new_example = s.next_example + jnp.cumsum(free) - 1
         gets = free & (new_example < n)
@@ -435,16 +449,17 @@ def _generate(
             masked_BxL=jnp.where(gets[:, None], fresh_masked, s.masked_BxL & ~free[:, None]),
             slot_example_B=example,
             nfe_B=jnp.where(gets, 0, s.nfe_B),
-            row_step_B=jnp.where(gets, 0, s.row_step_B),
             block_step_B=jnp.where(free, 0, s.block_step_B),
             block_size_B=jnp.where(free, 0, s.block_size_B),
             fill_step_BxL=jnp.where(gets[:, None], 0, s.fill_step_BxL),
             confidence_BxL=jnp.where(gets[:, None], 0.0, s.confidence_BxL) if with_trace else s.confidence_BxL,
+            entropy_BxL=jnp.where(gets[:, None], 0.0, s.entropy_BxL) if with_trace else s.entropy_BxL,
             next_example=jnp.minimum(s.next_example + free.sum(), n),
             out_tokens_NxL=out_tokens,
             out_nfe_N=out_nfe,
             out_fill_step_NxL=out_fill,
             out_confidence_NxL=out_conf,
+            out_entropy_NxL=out_ent,
         )
 
     def step(s: SamplerState) -> SamplerState:
@@ -453,7 +468,7 @@ def _generate(
         logits_BxLxV = sampled_logits(cfg, call(params, s.tokens_BxL, s.masked_BxL, answer_BxL))
         active_B = s.masked_BxL.any(-1)
         keys = jax.vmap(lambda e, r: jax.random.fold_in(jax.random.fold_in(base_key, e), r))(
-            first_example + s.slot_example_B, s.row_step_B
+            first_example + s.slot_example_B, s.nfe_B
         )
         score_keys, token_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         stats = proxies(logits_BxLxV)
@@ -464,8 +479,7 @@ def _generate(
         block_done_B = ~(eligible & ~chosen).any(-1)
         reference_BxL = tokens_NxL[jnp.minimum(s.slot_example_B, n - 1)]
         new_tokens = reference_BxL if replay else draw_tokens(cfg, logits_BxLxV, token_keys)
-        called = chosen.any(-1)  # a step that unmasks nothing needs no model call
-        s_trace, confidence = s.trace, s.confidence_BxL
+        s_trace, confidence, entropy = s.trace, s.confidence_BxL, s.entropy_BxL
         if with_trace:
             h = jnp.where(chosen, stats["entropy"], 0.0)
             count = chosen.sum(-1)
@@ -483,20 +497,21 @@ def _generate(
                 "model_error": jnp.where(chosen, nll_BxL, 0.0).sum(-1),
                 "log_q": jnp.where(chosen, drawn_logp_BxL, 0.0).sum(-1),
             }
-            row = jnp.where(called, s.nfe_B, steps)  # steps: dropped write
+            row = jnp.where(active_B, s.nfe_B, steps)  # steps: dropped write
             col = jnp.minimum(s.slot_example_B, n - 1)
             s_trace = {k: v.at[row, col].set(record[k], mode="drop") for k, v in s.trace.items()}
             confidence = jnp.where(chosen, stats["confidence"], s.confidence_BxL)
+            entropy = jnp.where(chosen, stats["entropy"], s.entropy_BxL)
         s = s.replace(
             tokens_BxL=jnp.where(chosen, new_tokens, s.tokens_BxL),
             masked_BxL=s.masked_BxL & ~chosen,
-            nfe_B=s.nfe_B + called,
-            row_step_B=s.row_step_B + active_B,
+            nfe_B=s.nfe_B + active_B,
             trace=s_trace,
             block_step_B=jnp.where(block_done_B, 0, s.block_step_B + active_B),
             block_size_B=block_size_B,
             fill_step_BxL=jnp.where(chosen, s.nfe_B[:, None] + 1, s.fill_step_BxL),
             confidence_BxL=confidence,
+            entropy_BxL=entropy,
             iterations=s.iterations + 1,
         )
         return refill(s)
@@ -506,7 +521,6 @@ def _generate(
         masked_BxL=jnp.zeros((slots, length), bool),
         slot_example_B=jnp.full((slots,), n, jnp.int32),
         nfe_B=jnp.zeros((slots,), jnp.int32),
-        row_step_B=jnp.zeros((slots,), jnp.int32),
         block_step_B=jnp.zeros((slots,), jnp.int32),
         block_size_B=jnp.zeros((slots,), jnp.int32),
         next_example=jnp.zeros((), jnp.int32),
@@ -516,6 +530,8 @@ def _generate(
         out_fill_step_NxL=jnp.zeros((n, length), jnp.int32),
         confidence_BxL=jnp.zeros(conf_shape, jnp.float32),
         out_confidence_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32),
+        entropy_BxL=jnp.zeros(conf_shape, jnp.float32),
+        out_entropy_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32),
         trace=trace,
         iterations=jnp.zeros((), jnp.int32),
     )
@@ -529,6 +545,7 @@ def _generate(
     if with_trace:
         out["trace"] = final.trace
         out["confidence"] = final.out_confidence_NxL
+        out["entropy"] = final.out_entropy_NxL
     return out
 
 
@@ -567,11 +584,12 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
     def shapes(tree):
         return tuple((x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in jax.tree.leaves(tree))
 
+    trace = trace_steps(cfg, tokens_NxL.shape[1]) if with_trace else 0
     key = (
         apply_fn,
         cfg.structure(),
         slots,
-        with_trace,
+        trace,
         replay,
         jax.tree.structure(params),
         shapes(params),
@@ -590,7 +608,7 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
             cfg.knobs(),
             seed,
             slots,
-            with_trace,
+            trace,
             first_example,
             replay,
         ).compile()
@@ -647,7 +665,7 @@ def _sample_rows(
     parts = [compiled(params, tokens[idx], answer_mask[idx], knobs, seed, offset(idx)) for idx in batches]
     parts = jax.device_get(jax.block_until_ready(parts))
     wall = time.perf_counter() - start_time
-    keys = ("tokens", "nfe", "fill_step") + (("confidence",) if with_trace else ())
+    keys = ("tokens", "nfe", "fill_step") + (("confidence", "entropy") if with_trace else ())
     rows = {key: np.concatenate([p[key] for p in parts], 0)[:n] for key in keys}
     if with_trace:
         for k in parts[0]["trace"]:

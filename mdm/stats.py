@@ -180,21 +180,37 @@ def expected_calibration_error(rows: list[dict]) -> float:
     return sum(r["tokens"] / total * abs(r["accuracy"] - r["mean_confidence"]) for r in rows)
 
 
-def aup(points: list[tuple[float, float]], y_max: float, alpha: float = 3.0, offset: float = 5.0) -> float:
-    """Accuracy under parallelism (AUP, as d3LLM defines it): points are (tokens per model
-    call, accuracy in percent). Sorted by parallelism; points more than `offset` points below
-    the least parallel one's accuracy are dropped; each accuracy y is weighted by
+def aup(
+    baseline: tuple[float, float],
+    points: list[tuple[float, float]],
+    y_max: float,
+    alpha: float = 3.0,
+    offset: float = 5.0,
+) -> float:
+    """Accuracy under parallelism (AUP, as d3LLM defines it). Points are (tokens per model call,
+    accuracy in percent); `baseline` (top-1) comes first, the rule's points follow sorted by
+    tokens per call alone (ties keep their order: they add no width). The curve ends where it
+    first falls below the floor, `offset` points under the baseline's accuracy, at the crossing
+    interpolated linearly between the points on either side, so that a coarse grid does not
+    decide how much of the curve counts. Each accuracy y is weighted by
     W(y) = min(exp(-alpha (1 - y / y_max)), 1); the area is the first point's rectangle
     rho_1 y_1 W(y_1) plus trapezoids between consecutive points."""
-    import math
+    floor = baseline[1] - offset
+    pts = [tuple(map(float, baseline))]
+    for r, y in sorted(points, key=lambda p: p[0]):
+        if y >= floor:
+            pts.append((float(r), float(y)))
+            continue
+        (r0, y0) = pts[-1]  # the crossing between the last point kept and this one
+        pts.append((r0 + (r - r0) * (y0 - floor) / (y0 - y), floor))
+        break
 
-    pts = sorted(points)
-    floor = pts[0][1] - offset
-    pts = [(r, y) for r, y in pts if y >= floor]
-    weighted = [y * min(math.exp(-alpha * (1 - y / y_max)), 1.0) if y_max > 0 else 0.0 for _, y in pts]
-    area = pts[0][0] * weighted[0]
-    for i in range(1, len(pts)):
-        area += (pts[i][0] - pts[i - 1][0]) * (weighted[i] + weighted[i - 1]) / 2
+    def weighted(y: float) -> float:
+        return y * min(math.exp(-alpha * (1 - y / y_max)), 1.0) if y_max > 0 else 0.0
+
+    area = pts[0][0] * weighted(pts[0][1])
+    for (r0, y0), (r1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        area += (r1 - r0) * (weighted(y0) + weighted(y1)) / 2
     return area
 
 
@@ -211,13 +227,14 @@ def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
         base = top1[group[0]["baseline_proxy"]]
         keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
         best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
-        curve = [(r["tokens_per_call"], 100 * r["solve_rate"]) for r in [base, *group] if "tokens_per_call" in r]
+        curve = [(r["tokens_per_call"], 100 * r["solve_rate"]) for r in group if "tokens_per_call" in r]
+        start = (base.get("tokens_per_call", float("nan")), 100 * base["solve_rate"])
         summary.append(
             {
                 "rule": rule,
                 "proxy": proxy,
                 "top1_solve_rate": base["solve_rate"],
-                "aup": aup(curve, y_max) if curve else float("nan"),
+                "aup": aup(start, curve, y_max) if curve else float("nan"),
                 "top1_mean_nfe": base["mean_nfe"],
                 "best_setting": best["setting"] if best else "none keeps it",
                 "best_param": best["param"] if best else float("nan"),

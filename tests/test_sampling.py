@@ -130,11 +130,33 @@ def test_every_answer_unmasked_once_prompt_kept(cfg):
     assert (final < V).all()  # nothing left masked
     assert (final[~np.asarray(answer)] == np.asarray(tokens)[~np.asarray(answer)]).all()
     assert (trace.sum(0) == n_masks).all()  # each answer position unmasked exactly once
-    assert (nfe <= n_masks).all() and (nfe >= 1).all()
-    assert ((trace > 0).sum(0) == nfe).all()  # one trace entry per model call
-    if cfg.rule in ("random", "ancestral"):  # `steps` steps per block, each at most one call
+    assert (nfe >= 1).all() and (nfe == np.asarray(out["fill_step"]).max(1)).all()  # the last call unmasks
+    if cfg.rule in ("random", "ancestral"):  # `steps` calls per block, some may unmask nothing
         blocks = -(-n_masks // cfg.block_size) if cfg.block_size else 1
-        assert (nfe <= cfg.steps * blocks).all()
+        assert (nfe <= cfg.steps * blocks).all() and ((trace > 0).sum(0) <= nfe).all()
+    else:  # a ranking rule unmasks at least one position per call
+        assert (nfe <= n_masks).all() and ((trace > 0).sum(0) == nfe).all()
+
+
+def test_every_forward_pass_counts_as_an_nfe():
+    """NFE counts the model calls an example took, also those that unmask nothing: random order
+    with 64 steps over 51 positions makes 64 calls (it used to count the 51 that unmasked), and
+    ancestral sampling calls the model until its last position unmasks. Each position of the
+    linear schedule unmasks at a step uniform on 1..S, so the calls are the max of L uniforms:
+    E = S - sum_{t<S} (t/S)^L."""
+    n, length, answer_len, steps = 300, 56, 51, 64
+    apply, w = fixed_model(4, length)
+    tokens = jnp.zeros((n, length), jnp.int32)
+    answer = jnp.asarray(np.arange(length) < answer_len)[None].repeat(n, 0)
+    rand = sampling.generate(apply, w, tokens[:4], answer[:4], SamplerConfig(rule="random", steps=steps))
+    assert (np.asarray(rand["nfe"]) == steps).all()
+    anc = sampling.generate(apply, w, tokens, answer, SamplerConfig(rule="ancestral", steps=steps), with_trace=True)
+    nfe = np.asarray(anc["nfe"])
+    assert (nfe == np.asarray(anc["fill_step"]).max(1)).all()
+    expected = steps - sum((t / steps) ** answer_len for t in range(1, steps))
+    assert abs(nfe.mean() - expected) < 0.3, (nfe.mean(), expected)  # sd of the mean ~0.05
+    trace = np.asarray(anc["trace"]["unmasked"])
+    assert ((trace == 0) & (np.arange(len(trace))[:, None] < nfe[None])).any()  # calls that unmask nothing
 
 
 def test_gamma_zero_is_top1_without_zero_entropy():

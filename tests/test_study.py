@@ -373,16 +373,30 @@ def test_sudoku_same_step_conflicts_count_peer_pairs_with_one_digit():
 
 
 def test_aup_against_a_hand_computation():
-    """Points (1, 90), (2, 88), (4, 86), (8, 50), y_max 90: the last is more than 5 points below
-    the least parallel one and is dropped; W(y) = exp(-3 (1 - y / 90)). AUP = 1 x 90
-    + 1 x (90 + 88 W(88)) / 2 + 2 x (88 W(88) + 86 W(86)) / 2."""
+    """Baseline (1, 90), then (2, 88), (4, 86), (8, 50), y_max 90: the floor is 85, crossed
+    between (4, 86) and (8, 50) at rho = 4 + 4 (86 - 85) / (86 - 50); W(y) = exp(-3 (1 - y / 90)).
+    AUP = 1 x 90 + 1 x (90 + 88 W(88)) / 2 + 2 x (88 W(88) + 86 W(86)) / 2 + the last piece."""
 
     def w(y):
         return y * np.exp(-3 * (1 - y / 90))
 
-    expected = 90 + (90 + w(88)) / 2 + (w(88) + w(86))
-    assert stats.aup([(4, 86.0), (1, 90.0), (8, 50.0), (2, 88.0)], 90.0) == pytest.approx(expected)
-    assert stats.aup([(1, 95.0)], 95.0) == pytest.approx(95.0)
+    crossing = 4 + 4 * 1 / 36
+    expected = 90 + (90 + w(88)) / 2 + (w(88) + w(86)) + (crossing - 4) * (w(86) + w(85)) / 2
+    assert stats.aup((1, 90.0), [(4, 86.0), (8, 50.0), (2, 88.0)], 90.0) == pytest.approx(expected)
+    assert stats.aup((1, 95.0), [], 95.0) == pytest.approx(95.0)
+
+
+def test_aup_ties_in_parallelism_keep_the_baseline_first():
+    """Random order at 64 steps spends one call per token, as top-1 does: a tie at rho = 1. The
+    old sort broke it by accuracy, put the 28.7% point first and took its floor (23.7%), so the
+    whole low curve counted. With top-1 first the floor is 89.3 and the curve stops at rho = 1."""
+    baseline, curve = (1.0, 94.3), [(1.0, 28.7), (1.6, 26.7), (3.2, 19.7), (6.4, 17.7)]
+    assert stats.aup(baseline, curve, 94.3) == pytest.approx(94.3)  # the baseline's rectangle alone
+    # a rule whose curve holds: more area than the baseline, and a finer grid past the floor
+    # changes the area only by the interpolated piece, not by where the grid's points fall
+    coarse = stats.aup((1.0, 90.0), [(2.0, 90.0), (6.0, 80.0)], 90.0)
+    fine = stats.aup((1.0, 90.0), [(2.0, 90.0), (4.0, 85.0), (5.0, 82.5), (6.0, 80.0)], 90.0)
+    assert coarse == pytest.approx(fine)
 
 
 def test_wall_speedup_is_the_median_of_interleaved_repeats(monkeypatch):
