@@ -249,16 +249,26 @@ def main(argv):
                 primary=primary,
             )
             study_dir = out_dir if primary else tempfile.mkdtemp()  # only process 0's files are kept
+            validation = None  # settings are chosen on validation when the test split reports
+            if _SPLIT.value == "test" and not _PUZZLE_FILE.value:
+                validation = examples_for(config, _DATASET.value, "", "validation")[1]
             try:
                 result = study.run_study(
-                    model_fn, split, _STUDY_CONFIG.value, study_dir, writers, schedule=config.diffusion.schedule
+                    model_fn,
+                    split,
+                    _STUDY_CONFIG.value,
+                    study_dir,
+                    writers,
+                    schedule=config.diffusion.schedule,
+                    validation=validation,
                 )
             finally:
                 writers.close()
             print(result["report"])
             print(
-                f"study written to {out_dir}: report.md, results.csv, frontier.png, bound.png, "
-                f"bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png"
+                f"study written to {out_dir}: report.md, results.csv, frontier.csv, versus_rival.csv, "
+                f"frontier.png, bound.png, bound_sets.csv, bound_steps.csv, tokens.csv, dependence.csv, "
+                f"dependence_cases.csv, reliability.csv/png, tightness.csv/png, limit.png"
             )
             return
         if _EXAMPLES.value:

@@ -83,24 +83,59 @@ def _md_table(rows: list[dict], columns: list[str], formats: dict | None = None)
 PCT = "{:.1%}"
 
 
-def markdown(rows, summary, bound_table, tight, limit, study, n_examples, dependence, calibration, paths=()) -> str:
-    """report.md: every table of the study with a line on how to read it."""
+def markdown(result: dict, study, n_examples: int, n_validation: int = 0) -> str:
+    """report.md: every table of the study (run_study's result) with a line on how to read it."""
     return "\n".join(
-        _head(rows, summary, bound_table, study, n_examples, dependence, calibration)
-        + _tightness_section(tight, study)
-        + _limit_section(limit)
-        + _paths_section(paths)
+        _head(result, study, n_examples, n_validation)
+        + _tightness_section(result["tightness"], study)
+        + _limit_section(result["limit"])
+        + _paths_section(result["paths"])
     )
 
 
-def _head(rows, summary, bound_table, study, n_examples, dependence, calibration) -> list[str]:
+def _interval(share, low, high) -> str:
+    return "-" if share != share else f"{share:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
     pct = PCT
-    rows = [dict(r, vs_top1=versus_top1(r)) for r in rows]
-    summary = [dict(r, vs_top1=versus_top1(r) if r["only_setting"] == r["only_setting"] else "") for r in summary]
+    rows = [dict(r, vs_top1=versus_top1(r)) for r in result["rows"]]
+    summary = [
+        dict(r, vs_top1=versus_top1(r) if r["only_setting"] == r["only_setting"] else "") for r in result["summary"]
+    ]
+    if n_validation:
+        chosen = (
+            f"Each rule's setting was chosen on validation ({n_validation} validation examples: the fewest "
+            f"mean NFE keeping {study.keep_fraction:.0%} of top-1's solve rate there); the figures are "
+            f"those of the {n_examples} test examples."
+        )
+    else:
+        chosen = (
+            "Each rule's setting was chosen on these same examples (no validation split was given): "
+            "the chosen figures are optimistic."
+        )
+    dependence = [
+        dict(
+            d,
+            parallel_ci=_interval(d["parallel_share"], d["parallel_low"], d["parallel_high"]),
+            placebo_ci=_interval(d["placebo_fixes_share"], d["placebo_fixes_low"], d["placebo_fixes_high"]),
+            replay_ci=_interval(d["replay_fixes_share"], d["replay_fixes_low"], d["replay_fixes_high"]),
+            top1_ci=_interval(
+                d["top1_from_state_solves_share"], d["top1_from_state_solves_low"], d["top1_from_state_solves_high"]
+            ),
+        )
+        for d in result["dependence"]
+    ]
+    bound = [
+        dict(r, sets_ci=_interval(r["sets_with_an_error"], r["sets_with_an_error_low"], r["sets_with_an_error_high"]))
+        for r in result["bound"]
+    ]
+    versus = result.get("versus") or {}
     return [
         f"# Study report\n\n{n_examples} held-out examples; settings from the study config "
         f"(keep fraction {study.keep_fraction:g}).\n",
-        f"## Frontier: fewest mean NFE that keeps {study.keep_fraction:.0%} of top-1's solve rate\n",
+        f"## Frontier: chosen on {'validation' if n_validation else 'these examples'}, the fewest mean NFE "
+        f"that keeps {study.keep_fraction:.0%} of top-1's solve rate\n\n{chosen}\n",
         _md_table(
             summary,
             [
@@ -128,9 +163,32 @@ def _head(rows, summary, bound_table, study, n_examples, dependence, calibration
         ),
         "\n(vs_top1: examples only this setting solves / only top-1 solves, and the difference "
         "of solve rates in points with its 95% interval, on the same examples. aup: accuracy "
-        "under parallelism, the area under solve rate (percent, weighted against drops from the best) "
-        "against answer tokens per model call, d3LLM's definition.)\n"
-        "\n![frontier](frontier.png)\n\n## Every setting\n",
+        "under parallelism (d3LLM): the area under solve rate (percent, weighted against drops from "
+        "the best) against answer tokens per model call, top-1 first, each rule's curve ending where "
+        "it crosses 5 points under top-1 (interpolated). NFE: every forward pass on an example's row.)\n"
+        "\n![frontier](frontier.png)\n",
+        *(
+            [
+                "\n## EB against its best rival\n\nThe rival: the setting of another rule (top-1 "
+                f"excepted) with the best solve rate at no more mean NFE than EB's, chosen on "
+                f"{versus['chosen_on']}; paired on these examples.\n",
+                _md_table(
+                    [dict(versus, vs=versus_pair(versus))],
+                    ["eb", "eb_solve_rate", "eb_mean_nfe", "rival", "rival_solve_rate", "rival_mean_nfe", "vs"],
+                    {
+                        "eb_solve_rate": pct,
+                        "rival_solve_rate": pct,
+                        "eb_mean_nfe": "{:.2f}",
+                        "rival_mean_nfe": "{:.2f}",
+                    },
+                ),
+                "\n(vs: examples only EB solves / only the rival solves, the difference in points with its "
+                "95% interval, and McNemar's p.)\n",
+            ]
+            if versus
+            else []
+        ),
+        "\n## Every setting\n",
         _md_table(
             rows,
             [
@@ -156,44 +214,76 @@ def _head(rows, summary, bound_table, study, n_examples, dependence, calibration
                 "row_calls_per_example": "{:.2f}",
             },
         ),
-        "\n## Does error grow with the bound?\n\nPer EB and top-k setting, the steps whose context "
-        "is clean (every token placed before them right), binned by the bound value "
-        "sum(H) - max(H) of the set they unmasked:\n",
+        f"\n(row_calls_per_example: loop iterations x {study.batch_size} slots / {n_examples} examples, "
+        "the model rows spent per example with the idle rows at the tail of a run; mean NFE counts an "
+        "example's own calls.)\n",
+        "\n## Error against the bound, per set\n\nThe bound sum(H) - max(H) belongs to the set a step "
+        "unmasks, so it is compared with the set's outcome: per EB and top-k setting, the steps whose "
+        "context is clean (every token placed before them right), binned by the bound; sets of one "
+        "(bound 0 by definition) apart. sets_with_an_error: the share of sets with any wrong token "
+        "(95% interval); wrong_per_set: wrong tokens per set.\n",
         _md_table(
-            bound_table,
-            ["setting", "bound_from", "bound_to", "steps", "tokens", "error_rate"],
-            {"error_rate": "{:.2%}"},
+            bound,
+            ["setting", "bound_bin", "sets", "mean_set_size", "sets_ci", "wrong_per_set"],
+            {"mean_set_size": "{:.1f}", "wrong_per_set": "{:.3f}"},
         ),
         "\n![bound](bound.png)\n",
-        "\n## Which failures are parallel errors\n\nAt each failing example's first wrong step, "
-        "every wrong position is asked again with its set-mates (the positions unmasked in the same "
-        "step) filled in as sampled. A parallel error: every wrong position of the set turns right "
-        "(unmasking it after its set-mates would have avoided the mistake); a model error: the model "
-        "is wrong even then (a set of one is always this). Conflicts: sets whose tokens break a rule "
-        "together (Sudoku: one digit twice in a unit; empty where the task has no such rule).\n",
+        "\n### Error against each token's own entropy\n\nTokens unmasked in a clean context, binned "
+        "by their entropy when unmasked (error rate with its 95% interval):\n",
+        _md_table(
+            [
+                dict(r, error_ci=_interval(r["error_rate"], r["error_rate_low"], r["error_rate_high"]))
+                for r in result["tokens"]
+            ],
+            ["setting", "entropy_from", "entropy_to", "tokens", "error_ci"],
+        ),
+        "\n## Dependence: which failures are parallel errors\n\nFrom the state before a failing "
+        "example's first wrong step, the set that step unmasked is unmasked again one token at a time "
+        "in the sampler's own rank order, each call seeing the tokens placed before it. Parallel: this "
+        "sequential replay gets every wrong position right; model: it does not. Fixed by construction "
+        "(not evidence, counted apart): a set of one, and a set whose rank-0 token is wrong (the "
+        "replay's first call is the sampler's own). Shares are over the testable rest, with 95% "
+        "intervals. Placebo: as many right tokens as the replay reveals before the first wrong token, "
+        "at random masked positions outside the set; if it turns that token right as often as the "
+        "replay does, the label says little about the set-mates. top-1 from the state: top-1 run to the "
+        "end from the same state solves the example (over all failures). Conflicts: sets whose tokens "
+        "break a rule together (Sudoku: one digit twice in a unit). One row per failure: "
+        "dependence_cases.csv.\n",
         _md_table(
             dependence,
             [
                 "setting",
                 "examples_with_an_error",
-                "first_wrong_set_of_several",
-                "parallel_errors",
-                "model_errors",
-                "parallel_share",
+                "set_of_one",
+                "rank_0_wrong",
+                "testable",
+                "parallel_ci",
+                "replay_ci",
+                "placebo_ci",
+                "top1_ci",
                 "with_a_same_step_conflict",
             ],
-            {"parallel_share": pct},
         ),
-        f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(calibration):.4f})\n\n"
+        "\n(parallel_ci: parallel share of the testable failures; replay_ci / placebo_ci: the first wrong "
+        "token turned right by the replay / by the placebo; top1_ci: top-1 from the state solves.)\n",
+        f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(result['reliability']):.4f})\n\n"
         "Only tokens unmasked at or before their example's first wrong step (after it the stored "
         "answer is no longer the truth):\n",
         _md_table(
-            calibration,
+            result["reliability"],
             ["confidence_from", "confidence_to", "tokens", "mean_confidence", "accuracy"],
             {"confidence_from": "{:.1f}", "confidence_to": "{:.1f}", "mean_confidence": "{:.3f}", "accuracy": "{:.3f}"},
         ),
         "\n![reliability](reliability.png)\n",
     ]
+
+
+def versus_pair(v: dict) -> str:
+    """'+5/-2, +1.5 [-0.3, +3.1], p = 0.45': EB against its rival (study.versus_rival)."""
+    return (
+        f"+{v['only_eb']}/-{v['only_rival']}, {100 * v['difference']:+.1f} "
+        f"[{100 * v['difference_low']:+.1f}, {100 * v['difference_high']:+.1f}], p = {v['mcnemar_p']:.2g}"
+    )
 
 
 def _tightness_section(tight: list[dict], study) -> list[str]:
@@ -292,7 +382,10 @@ def _finish(plt, fig, ax, path, xlabel: str, ylabel: str, legend: int | None = N
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=legend or 10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend or 10)
+    else:  # nothing to show (e.g. no set of several in a clean context)
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     _save(plt, fig, path)
 
@@ -319,14 +412,16 @@ def plot_frontier(rows: list[dict], path) -> None:
 
 
 def plot_bound(table: list[dict], path) -> None:
-    """Fraction of wrong tokens against the step's bound (stats.bound_table), one curve per
-    setting, clean contexts only."""
+    """Share of sets with a wrong token against the set's bound (stats.bound_table), one curve
+    per setting, sets of several in clean contexts only."""
     plt, fig, ax = _figure((6, 4))
     for setting in dict.fromkeys(r["setting"] for r in table):
-        rows = [r for r in table if r["setting"] == setting]
+        rows = [r for r in table if r["setting"] == setting and r["bound_bin"] != "set of one"]
+        if not rows:
+            continue
         ax.plot(
             [max(r["median_bound"], 1e-4) for r in rows],
-            [r["error_rate"] for r in rows],
+            [r["sets_with_an_error"] for r in rows],
             "-o" if setting.startswith("eb") else "--s",
             ms=3,
             label=setting,
@@ -337,7 +432,7 @@ def plot_bound(table: list[dict], path) -> None:
         ax,
         path,
         "bound of the step: sum(H) - max(H) (nats; 1e-4 = zero)",
-        "fraction of its tokens that are wrong (clean context)",
+        "share of sets with a wrong token (clean context)",
         legend=6,
         logx=True,
     )

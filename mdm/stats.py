@@ -132,21 +132,51 @@ def first_wrong_sets(out: dict, split) -> list[dict]:
     return sets
 
 
+def proportion(k: int, n: int, level: float = 0.95) -> dict:
+    """k of n: the share and its Wilson score interval (NaN for n = 0)."""
+    if n == 0:
+        return {"share": float("nan"), "low": float("nan"), "high": float("nan")}
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return {"share": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half)}
+
+
 def dependence_summary(setting: str, cases: list[dict]) -> dict:
-    """The split of one setting's failures (study.dependence_test's rows): parallel errors (every
-    wrong token of the first wrong set turns right once its set-mates are given), model errors
-    (the model is wrong even with them; a set of one is always this), and same-step conflicts."""
+    """One setting's failures (study.dependence_test's rows) split by where they come from.
+    Rows whose label is fixed by construction (a set of one; the set's rank-0 token wrong) are
+    counted apart; the shares are over the testable rest, each with its 95% interval:
+    parallel (the sequential replay gets the set right), replay and placebo turning the first
+    wrong token right (paired on the same failures), and top-1 from the same state solving."""
     n = len(cases)
-    multi = [c for c in cases if c["set_size"] > 1]
-    parallel = sum(c["kind"] == "parallel" for c in cases)
+    testable = [c for c in cases if not c["by_construction"]]
+    t = len(testable)
+    parallel = sum(c["kind"] == "parallel" for c in testable)
+    replay = np.array([c["replay_fixes_first_wrong"] for c in testable], bool)
+    placebo = np.array([bool(c["placebo_fixes_first_wrong"]) for c in testable], bool)
+    top1 = sum(c["top1_from_state_solves"] for c in cases)
     conflicts = [c["conflicts"] for c in cases if c["conflicts"] is not None]
+    versus = paired(replay, placebo) if t else None
+
+    def share(k: int, m: int, name: str) -> dict:
+        q = proportion(k, m)
+        return {name: k, f"{name}_share": q["share"], f"{name}_low": q["low"], f"{name}_high": q["high"]}
+
     return {
         "setting": setting,
         "examples_with_an_error": n,
-        "first_wrong_set_of_several": len(multi),
-        "parallel_errors": parallel,
-        "model_errors": n - parallel,
-        "parallel_share": parallel / n if n else float("nan"),
+        "set_of_one": sum(c["by_construction"] == "set of one" for c in cases),
+        "rank_0_wrong": sum(c["by_construction"] == "rank 0 wrong" for c in cases),
+        "testable": t,
+        **share(parallel, t, "parallel"),
+        **share(int(replay.sum()), t, "replay_fixes"),
+        **share(int(placebo.sum()), t, "placebo_fixes"),
+        "replay_minus_placebo": versus["difference"] if versus else float("nan"),
+        "replay_minus_placebo_low": versus["low"] if versus else float("nan"),
+        "replay_minus_placebo_high": versus["high"] if versus else float("nan"),
+        **share(top1, n, "top1_from_state_solves"),
+        "first_wrong_has_max_entropy": sum(c["first_wrong_has_max_entropy"] for c in cases if c["set_size"] > 1),
         "with_a_same_step_conflict": sum(c > 0 for c in conflicts) if conflicts else None,
     }
 
@@ -214,25 +244,43 @@ def aup(
     return area
 
 
-def frontier_summary(rows: list[dict], keep_fraction: float) -> list[dict]:
-    """Per rule and proxy: the fewest mean NFE whose solve rate keeps `keep_fraction` of top-1's
-    (top-1 with the row's baseline proxy: its own, confidence for random orders), and the
-    rule's AUP over its settings and that baseline (y_max: the best solve rate of all rows).
-    Rows must hold their baselines (grid_settings adds them)."""
+def choose(rows: list[dict], keep_fraction: float) -> dict[tuple[str, str], dict | None]:
+    """Per (rule, proxy): the row with the fewest mean NFE whose solve rate keeps
+    `keep_fraction` of top-1's (top-1 with the row's baseline proxy: its own, confidence for
+    random orders); None where no setting keeps it. Rows must hold their baselines."""
     top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
-    y_max = 100 * max(r["solve_rate"] for r in rows)
-    summary = []
+    chosen = {}
     for rule, proxy in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
         group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
         base = top1[group[0]["baseline_proxy"]]
         keeping = [r for r in group if r["solve_rate"] >= keep_fraction * base["solve_rate"]]
-        best = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
+        chosen[rule, proxy] = min(keeping, key=lambda r: r["mean_nfe"]) if keeping else None
+    return chosen
+
+
+def frontier_summary(rows: list[dict], keep_fraction: float, chosen_on: list[dict] | None = None) -> list[dict]:
+    """Per rule and proxy: the chosen setting (`choose`: the fewest mean NFE keeping
+    `keep_fraction` of top-1's solve rate), chosen on `chosen_on` (the validation split's rows
+    of the same grid) or, without it, on `rows` themselves; its figures are those of `rows`.
+    Also the rule's AUP over its settings and that baseline (y_max: the best solve rate of all
+    rows). Rows must hold their baselines (grid_settings adds them)."""
+    top1 = {r["proxy"]: r for r in rows if r["rule"] == "topk" and r["param"] == 1}
+    y_max = 100 * max(r["solve_rate"] for r in rows)
+    by_name = {r["setting"]: r for r in rows}
+    picks = choose(chosen_on if chosen_on is not None else rows, keep_fraction)
+    summary = []
+    for rule, proxy in dict.fromkeys((r["rule"], r["proxy"]) for r in rows):
+        group = [r for r in rows if (r["rule"], r["proxy"]) == (rule, proxy)]
+        base = top1[group[0]["baseline_proxy"]]
+        pick = picks.get((rule, proxy))
+        best = by_name[pick["setting"]] if pick else None
         curve = [(r["tokens_per_call"], 100 * r["solve_rate"]) for r in group if "tokens_per_call" in r]
         start = (base.get("tokens_per_call", float("nan")), 100 * base["solve_rate"])
         summary.append(
             {
                 "rule": rule,
                 "proxy": proxy,
+                "chosen_on": "validation" if chosen_on is not None else "these examples",
                 "top1_solve_rate": base["solve_rate"],
                 "aup": aup(start, curve, y_max) if curve else float("nan"),
                 "top1_mean_nfe": base["mean_nfe"],
@@ -295,24 +343,80 @@ BOUND_EDGES = (0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1, 3, np.inf)
 
 
 def bound_table(steps: dict[str, np.ndarray]) -> list[dict]:
-    """Per setting and bin of the bound: the steps whose context is clean (every earlier token
-    right), their tokens and the fraction of those wrong. Steps after a mistake are left out:
-    their "wrong" tokens are judged against an answer the context no longer leads to."""
+    """Per setting, error against the bound per set (the bound is a property of the set the
+    step unmasks, not of its tokens): the steps whose context is clean (every earlier token
+    right) binned by the bound value sum(H) - max(H). Sets of one are a row of their own (their
+    bound is 0 by definition). Per row: the sets, their tokens and mean size, the share of sets
+    with any wrong token (95% interval) and the wrong tokens per set. Steps after a mistake are
+    left out: their "wrong" tokens are judged against an answer the context no longer leads to;
+    steps that unmask nothing (random, ancestral) carry no set."""
     rows = []
     for setting in dict.fromkeys(steps["setting"]):
-        sel = (steps["setting"] == setting) & steps["clean"]
+        sel = (steps["setting"] == setting) & steps["clean"] & (steps["chosen"] > 0)
+        bins = [("set of one", sel & (steps["chosen"] == 1), 0.0, 0.0)]
+        several = sel & (steps["chosen"] > 1)
         for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:], strict=True):
-            b = sel & (steps["bound"] >= lo) & (steps["bound"] < hi)
-            if steps["chosen"][b].sum():
+            bins.append((f"[{lo:g}, {hi:g})", several & (steps["bound"] >= lo) & (steps["bound"] < hi), lo, hi))
+        for name, b, lo, hi in bins:
+            sets = int(b.sum())
+            if not sets:
+                continue
+            any_wrong = proportion(int((steps["wrong"][b] > 0).sum()), sets)
+            rows.append(
+                {
+                    "setting": str(setting),
+                    "bound_bin": name,
+                    "bound_from": lo,
+                    "bound_to": hi,
+                    "sets": sets,
+                    "tokens": int(steps["chosen"][b].sum()),
+                    "mean_set_size": float(steps["chosen"][b].mean()),
+                    "sets_with_an_error": any_wrong["share"],
+                    "sets_with_an_error_low": any_wrong["low"],
+                    "sets_with_an_error_high": any_wrong["high"],
+                    "wrong_per_set": float(steps["wrong"][b].mean()),
+                    "median_bound": float(np.median(steps["bound"][b])),
+                }
+            )
+    return rows
+
+
+def best_rival(rows: list[dict], eb_setting: str) -> dict | None:
+    """The row of EB's best rival at equal or lower cost: among the settings of other rules
+    (top-1 excepted) whose mean NFE is at most EB's, the highest solve rate (fewer NFE breaks
+    ties). None if there is none."""
+    eb = next(r for r in rows if r["setting"] == eb_setting)
+    rivals = [
+        r
+        for r in rows
+        if r["rule"] != "eb" and not (r["rule"] == "topk" and r["param"] == 1) and r["mean_nfe"] <= eb["mean_nfe"]
+    ]
+    return max(rivals, key=lambda r: (r["solve_rate"], -r["mean_nfe"])) if rivals else None
+
+
+def token_table(outputs: dict, split) -> list[dict]:
+    """Per EB and top-k setting (outputs: setting -> traced sampler output), error against each
+    token's own entropy when it was unmasked: the tokens unmasked at or before their example's
+    first wrong step (a clean context), binned like the bound."""
+    rows = []
+    for cfg, out in outputs.items():
+        if cfg.rule not in ("eb", "topk") or "entropy" not in out:
+            continue
+        clean = split.answer_mask & (out["fill_step"] <= first_wrong_step(out, split)[:, None])
+        h, wrong = out["entropy"][clean], (out["tokens"] != split.tokens)[clean]
+        for lo, hi in zip(BOUND_EDGES[:-1], BOUND_EDGES[1:], strict=True):
+            b = (h >= lo) & (h < hi)
+            if b.any():
+                q = proportion(int(wrong[b].sum()), int(b.sum()))
                 rows.append(
                     {
-                        "setting": str(setting),
-                        "bound_from": lo,
-                        "bound_to": hi,
-                        "steps": int(b.sum()),
-                        "tokens": int(steps["chosen"][b].sum()),
-                        "error_rate": float(steps["wrong"][b].sum() / steps["chosen"][b].sum()),
-                        "median_bound": float(np.median(steps["bound"][b])),
+                        "setting": cfg.describe(),
+                        "entropy_from": lo,
+                        "entropy_to": hi,
+                        "tokens": int(b.sum()),
+                        "error_rate": q["share"],
+                        "error_rate_low": q["low"],
+                        "error_rate_high": q["high"],
                     }
                 )
     return rows

@@ -132,6 +132,8 @@ def validate_study(study) -> None:
         raise ValueError("study_config.timing_repeats must be >= 1")
     if study.tightness_examples < 0:
         raise ValueError("study_config.tightness_examples must be >= 0")
+    if study.get("validation_examples", 1) < 1:
+        raise ValueError("study_config.validation_examples must be >= 1")
     grid_settings(study)  # bad values (a negative gamma, an unknown proxy) fail here
 
 
@@ -202,57 +204,163 @@ def chain_rule_joint(
     return joint
 
 
-def dependence_test(model_fn: sampling.ModelFn, split, out: dict, mask_id: int, batch: int = 64) -> list[dict]:
-    """Where each failure comes from, by asking the model again (a test that can come out
-    either way). At an example's first wrong step, each wrong position w is re-queried with
-    the context of that step plus its set-mates (the other positions unmasked with it) filled
-    in as sampled: if w's argmax is then the right token, unmasking w after its set-mates would
-    have avoided the error. The failure is a parallel error when that holds for every wrong
-    position of the set, else a model error (a set of one is a model error). Also the number of
-    same-step conflicts in the set (pairs breaking a rule together; None if the task has none)."""
+def _probs_of(model_fn: sampling.ModelFn, rows_RxL: np.ndarray, answers_RxL: np.ndarray, mask_id: int, batch: int):
+    """The model's probabilities [R, L, V] for each input row (MASK = mask_id on the answer
+    positions still to fill), in chunks of one shape (one compile)."""
     apply_fn, params = model_fn
     forward = _jitted_probs(apply_fn, mask_id)
+    out = []
+    for start in range(0, len(rows_RxL), batch):
+        chunk, answers = rows_RxL[start : start + batch], answers_RxL[start : start + batch]
+        pad = batch - len(chunk)
+        chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, 0)]).astype(np.int32)
+        answers = np.concatenate([answers, np.repeat(answers[:1], pad, 0)])
+        out.append(np.asarray(forward(params, chunk, answers), np.float64)[: batch - pad])
+    return np.concatenate(out) if out else np.zeros((0,) + rows_RxL.shape[1:] + (0,))
+
+
+def _error_score(p_SxV: np.ndarray, proxy: str) -> np.ndarray:
+    """The sampler's ranking score of each position (lowest unmasks first), from its probabilities."""
+    top2 = np.sort(p_SxV, -1)[:, ::-1][:, :2]
+    return {"confidence": -top2[:, 0], "margin": top2[:, 1] - top2[:, 0], "entropy": stats.entropy(p_SxV, -1)}[proxy]
+
+
+def dependence_test(
+    model_fn: sampling.ModelFn,
+    split,
+    out: dict,
+    cfg: SamplerConfig,
+    mask_id: int,
+    batch: int = 64,
+    seed: int = 0,
+) -> list[dict]:
+    """Where each failure comes from: one row per example with a wrong token (a test whose
+    labels can come out either way; `by_construction` marks the rows whose label cannot).
+
+    From the state before the example's first wrong step (every token placed earlier is
+    right), the positions that step unmasked together (the set) are unmasked again one at a
+    time in the sampler's own rank order, each by the argmax of a call that sees the tokens the
+    replay placed before it. The failure is a parallel error if this sequential replay gets
+    every wrong position of the set right (placing no wrong token on the way), else a model
+    error. A set of one, and a set whose rank-0 token is wrong, are model errors by
+    construction at temperature 0: the replay's first call is the sampler's own call.
+
+    Beside it, for the set's first wrong position w (in rank order, rank r):
+    - placebo: r right tokens revealed at random masked positions outside the set (as many as
+      the replay reveals before w), then w is asked again. If the placebo turns w right as
+      often as the replay, the replay's label says little about the set-mates.
+    - top1_from_state_solves: top-1 (the setting's proxy) run to the end from that state
+      solves the example.
+    Also w's probability and entropy when it was unmasked, whether it had the set's largest
+    entropy (the one member the bound sum(H) - max(H) leaves out), and same-step conflicts."""
+    if cfg.ranking == "random" or cfg.temperature > 0:
+        raise ValueError(f"the dependence test replays a greedy ranking; {cfg.describe()} has none")
     sets = stats.first_wrong_sets(out, split)
-    queries, owners = [], []  # one input row per (set of several, wrong position)
+    if not sets:
+        return []
+    ref = split.tokens
+    examples = np.array([c["example"] for c in sets])
+    answers = split.answer_mask[examples]
+    before = answers & (out["fill_step"][examples] < np.array([c["step"] for c in sets])[:, None])
+    contexts = np.where(before, out["tokens"][examples], np.where(answers, mask_id, ref[examples]))
+    probs = _probs_of(model_fn, contexts, answers, mask_id, batch)  # the sampler's view at that step
+    cases = []
     for i, c in enumerate(sets):
-        if len(c["positions"]) < 2:
+        p_set = probs[i, c["positions"]]
+        order = c["positions"][np.argsort(_error_score(p_set, cfg.proxy), kind="stable")]
+        wrong = np.isin(order, c["wrong"])
+        h = stats.entropy(probs[i, order], -1)
+        cases.append({"order": order, "first": int(np.argmax(wrong)), "last": int(np.flatnonzero(wrong)[-1]), "h": h})
+
+    # The sequential replay, rank by rank; a failure stops at its first wrong replay token.
+    replay = contexts.copy()
+    right_so_far = np.ones(len(sets), bool)
+    fixed_first = np.zeros(len(sets), bool)
+    for rank in range(max(c["last"] for c in cases) + 1):
+        live = [i for i, c in enumerate(cases) if right_so_far[i] and rank <= c["last"]]
+        if not live:
+            break
+        p = probs[live] if rank == 0 else _probs_of(model_fn, replay[live], answers[live], mask_id, batch)
+        for j, i in enumerate(live):
+            pos = cases[i]["order"][rank]
+            token = int(p[j, pos].argmax())
+            replay[i, pos] = token
+            right_so_far[i] = token == ref[examples[i], pos]
+            if rank == cases[i]["first"]:
+                fixed_first[i] = right_so_far[i]
+
+    # The placebo: as many right tokens as the replay reveals before w, outside the set.
+    rng = np.random.default_rng(seed)
+    placebo_rows, placebo_of = [], []
+    for i, c in enumerate(cases):
+        if len(c["order"]) < 2 or c["first"] == 0:
             continue
-        ex = c["example"]
-        before = split.answer_mask[ex] & (out["fill_step"][ex] < c["step"])
-        context = np.where(split.answer_mask[ex] & ~before, mask_id, split.tokens[ex])
-        context = np.where(before, out["tokens"][ex], context)
-        for w in c["wrong"]:
-            row = context.copy()
-            mates = c["positions"][c["positions"] != w]
-            row[mates] = out["tokens"][ex][mates]
-            queries.append(row)
-            owners.append((i, int(w)))
-    flipped: dict[int, list[bool]] = {}
-    for start in range(0, len(queries), batch):
-        chunk = np.stack(queries[start : start + batch]).astype(np.int32)
-        size = len(chunk)
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - size, 0)])  # one shape: one compile
-        answers = split.answer_mask[[sets[i]["example"] for i, _ in owners[start : start + batch]]]
-        answers = np.concatenate([answers, np.repeat(answers[:1], batch - size, 0)])
-        argmax = np.asarray(forward(params, padded, answers)).argmax(-1)[:size]
-        for row, (i, w) in enumerate(owners[start : start + batch]):
-            flipped.setdefault(i, []).append(bool(argmax[row, w] == split.tokens[sets[i]["example"], w]))
+        outside = np.flatnonzero(
+            (contexts[i] == mask_id) & answers[i] & ~np.isin(np.arange(len(answers[i])), c["order"])
+        )
+        reveal = rng.choice(outside, min(c["first"], len(outside)), replace=False)
+        row = contexts[i].copy()
+        row[reveal] = ref[examples[i], reveal]
+        placebo_rows.append(row)
+        placebo_of.append(i)
+    placebo = {}
+    if placebo_rows:
+        p = _probs_of(model_fn, np.stack(placebo_rows), answers[placebo_of], mask_id, batch)
+        for j, i in enumerate(placebo_of):
+            w = cases[i]["order"][cases[i]["first"]]
+            placebo[i] = bool(p[j, w].argmax() == ref[examples[i], w])
+
+    top1 = _top1_from(model_fn, split, examples, contexts, answers & ~before, cfg, batch, seed)
     rows = []
-    for i, c in enumerate(sets):
-        ex = c["example"]
-        turned = flipped.get(i, [])
+    for i, (c, case) in enumerate(zip(sets, cases, strict=True)):
+        order, first = case["order"], case["first"]
+        w = order[first]
+        size = len(order)
+        construction = "set of one" if size == 1 else ("rank 0 wrong" if first == 0 else "")
         rows.append(
             {
-                "example": ex,
+                "example": c["example"],
                 "step": c["step"],
-                "set_size": len(c["positions"]),
+                "set_size": size,
                 "wrong": len(c["wrong"]),
-                "turned_right": sum(turned),
-                "kind": "parallel" if turned and all(turned) else "model",
-                "conflicts": split.task.same_step_conflicts(out["tokens"][ex], c["positions"]),
+                "first_wrong_rank": first,
+                "first_wrong_probability": float(probs[i, w].max()),
+                "first_wrong_entropy": float(case["h"][first]),
+                "first_wrong_has_max_entropy": bool(case["h"][first] >= case["h"].max()),
+                "set_bound": float(case["h"].sum() - case["h"].max()),
+                "kind": "parallel" if right_so_far[i] else "model",
+                "by_construction": construction,
+                "replay_fixes_first_wrong": bool(fixed_first[i]),
+                "placebo_fixes_first_wrong": placebo.get(i),
+                "top1_from_state_solves": bool(top1[i]),
+                "conflicts": split.task.same_step_conflicts(out["tokens"][c["example"]], c["positions"]),
             }
         )
     return rows
+
+
+def dependence_settings(cfg: SamplerConfig, study) -> bool:
+    """The settings the dependence test examines: greedy, with sets of several (EB on the
+    study's first proxy, top-k with k > 1, threshold)."""
+    if cfg.temperature > 0:
+        return False
+    return (
+        (cfg.rule == "eb" and cfg.proxy == study.proxies[0])
+        or (cfg.rule == "topk" and cfg.k > 1)
+        or cfg.rule == "threshold"
+    )
+
+
+def _top1_from(model_fn, split, examples, contexts, still_masked, cfg: SamplerConfig, batch: int, seed: int):
+    """[F] bool: top-1 (cfg's proxy) run to the end from each state solves the example. The
+    states are padded to a power of two of rows, so that few shapes are compiled."""
+    n = len(examples)
+    size = max(batch, 1 << (n - 1).bit_length())
+    pad = np.arange(size) % n
+    tokens = np.where(still_masked, split.tokens[examples], contexts)[pad]
+    from_state = type(split)(tokens, still_masked[pad], {}, split.task)
+    solved = sampling.evaluate(model_fn, from_state, top1_for(cfg), batch, seed)["solved"]
+    return np.asarray(solved, bool)[:n]
 
 
 def tightness(model_fn: sampling.ModelFn, split, out: dict, mask_id: int, vocab: int, examples: int) -> list[dict]:
@@ -334,19 +442,64 @@ def path_rows(model_fn: sampling.ModelFn, split, study, outputs: dict, star_cfg:
     return rows
 
 
+def versus_rival(rows: list[dict], outputs: dict, star_cfg: SamplerConfig, chosen_on: list[dict] | None) -> dict:
+    """EB's chosen setting against its best rival at equal or lower NFE (stats.best_rival, on
+    `chosen_on`, the validation rows, if given), paired on the reported examples."""
+    if star_cfg.rule != "eb":
+        return {}
+    rival = stats.best_rival(chosen_on if chosen_on is not None else rows, star_cfg.describe())
+    if rival is None:
+        return {}
+    by_name = {c.describe(): out for c, out in outputs.items()}
+    eb_row, rival_row = (next(r for r in rows if r["setting"] == n) for n in (star_cfg.describe(), rival["setting"]))
+    p = stats.paired(by_name[star_cfg.describe()]["solved"], by_name[rival["setting"]]["solved"])
+    return {
+        "eb": star_cfg.describe(),
+        "rival": rival["setting"],
+        "chosen_on": "validation" if chosen_on is not None else "these examples",
+        "eb_solve_rate": eb_row["solve_rate"],
+        "eb_mean_nfe": eb_row["mean_nfe"],
+        "rival_solve_rate": rival_row["solve_rate"],
+        "rival_mean_nfe": rival_row["mean_nfe"],
+        "only_eb": p["only_a"],
+        "only_rival": p["only_b"],
+        "difference": p["difference"],
+        "difference_low": p["low"],
+        "difference_high": p["high"],
+        "mcnemar_p": p["p_value"],
+    }
+
+
 def run_study(
-    model_fn: sampling.ModelFn, split, study, workdir, writers=None, progress: bool = True, schedule: str = "linear"
+    model_fn: sampling.ModelFn,
+    split,
+    study,
+    workdir,
+    writers=None,
+    progress: bool = True,
+    schedule: str = "linear",
+    validation=None,
 ) -> dict:
     """Every figure and table of the study into workdir: results.csv, frontier.png, bound.png,
-    bound_steps.csv, dependence.csv, reliability.csv/png, tightness.csv/png, limit.png,
-    paths.csv (path tasks) and report.md."""
+    bound_steps.csv, bound_sets.csv, tokens.csv, dependence.csv, dependence_cases.csv,
+    versus_rival.csv, reliability.csv/png, tightness.csv/png, limit.png, paths.csv (path tasks),
+    validation_results.csv (with `validation`) and report.md.
+
+    With a `validation` split, the grid runs on its first study.validation_examples examples
+    first and each rule's setting is chosen there; `split` (test) reports those settings.
+    Without it, the settings are chosen on `split` itself, and the report says so."""
     workdir = pathlib.Path(workdir)
     split = split.take(np.arange(min(study.examples, len(split))))
     validate_study(study)
+    grid = grid_settings(study, schedule)
+    val_rows = None
+    if validation is not None:
+        validation = validation.take(np.arange(min(study.get("validation_examples", study.examples), len(validation))))
+        val_rows, _ = run_settings(model_fn, validation, grid, study.batch_size, study.seed, progress=progress)
     rows, outputs = run_settings(
         model_fn,
         split,
-        grid_settings(study, schedule),
+        grid,
         study.batch_size,
         study.seed,
         refill=True,
@@ -354,28 +507,38 @@ def run_study(
         with_trace=True,
         timing_repeats=study.get("timing_repeats", 1),
     )
-    summary = stats.frontier_summary(rows, study.keep_fraction)
+    summary = stats.frontier_summary(rows, study.keep_fraction, val_rows)
+    star_cfg = _star_setting(study, summary)
+    versus = versus_rival(rows, outputs, star_cfg, val_rows)
     steps = stats.steps_of(outputs, split)
     mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
-    dependence = [
-        stats.dependence_summary(c.describe(), dependence_test(model_fn, split, out, mask_id, study.batch_size))
+    cases = {
+        c.describe(): dependence_test(model_fn, split, out, c, mask_id, study.batch_size, study.seed)
         for c, out in outputs.items()
-        if c.rule == "eb" or (c.rule == "topk" and c.k == 1)
-    ]
+        if dependence_settings(c, study)
+    }
+    dependence = [stats.dependence_summary(name, rows) for name, rows in cases.items()]
+    case_rows = [{"setting": name, **r} for name, rows in cases.items() for r in rows]
     calibration = stats.reliability(outputs[SamplerConfig(rule="topk", k=1, proxy=study.proxies[0])], split)
     bound_table = stats.bound_table(steps)
+    tokens = stats.token_table(outputs, split)
     tight_cfg = SamplerConfig(rule="eb", gamma=float(study.tightness_gamma), proxy="confidence")
     tight_out = outputs.get(tight_cfg) or sampling.evaluate(
         model_fn, split, tight_cfg, study.batch_size, study.seed, with_trace=True
     )
     tight = tightness(model_fn, split, tight_out, mask_id, vocab, study.tightness_examples)
-    star_cfg = _star_setting(study, summary)
     limit = stats.parallel_limit(outputs[star_cfg], split, star_cfg.describe())
     paths = path_rows(model_fn, split, study, outputs, star_cfg)
 
     for name, table in (
         ("results", rows),
+        ("validation_results", val_rows),
+        ("frontier", summary),
+        ("versus_rival", [versus] if versus else []),
         ("dependence", dependence),
+        ("dependence_cases", case_rows),
+        ("bound_sets", bound_table),
+        ("tokens", tokens),
         ("reliability", calibration),
         ("tightness", tight),
         ("paths", paths),
@@ -389,8 +552,23 @@ def run_study(
     if tight:
         report.plot_tightness(tight, workdir / "tightness.png")
     report.plot_limit(split, outputs[star_cfg], star_cfg.describe(), workdir / "limit.png")
-    text = report.markdown(rows, summary, bound_table, tight, limit, study, len(split), dependence, calibration, paths)
-    (workdir / "report.md").write_text(text)
+    result = {
+        "rows": rows,
+        "validation_rows": val_rows,
+        "summary": summary,
+        "versus": versus,
+        "bound": bound_table,
+        "tokens": tokens,
+        "tightness": tight,
+        "limit": limit,
+        "dependence": dependence,
+        "cases": case_rows,
+        "reliability": calibration,
+        "paths": paths,
+    }
+    n_validation = len(validation) if validation is not None else 0
+    result["report"] = report.markdown(result, study, len(split), n_validation)
+    (workdir / "report.md").write_text(result["report"])
     if writers is not None:
         writers.write_table("study/results", rows)
         writers.write_table("study/frontier", summary)
@@ -398,14 +576,4 @@ def run_study(
         for name in ("frontier", "bound", "tightness", "limit", "reliability"):
             if (workdir / f"{name}.png").exists():
                 writers.write_image(f"study/{name}", str(workdir / f"{name}.png"))
-    return {
-        "rows": rows,
-        "summary": summary,
-        "bound": bound_table,
-        "tightness": tight,
-        "limit": limit,
-        "dependence": dependence,
-        "reliability": calibration,
-        "paths": paths,
-        "report": text,
-    }
+    return result

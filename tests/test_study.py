@@ -14,6 +14,7 @@ from configs import maze_grid as maze_grid_config
 from configs import study as study_config
 from configs import sudoku as sudoku_config
 from mdm import data, sampling, stats, study, train
+from mdm.sampling import SamplerConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,9 +79,15 @@ def test_study_writes_every_file(data_dir, tmp_path):
     graphdef, params = train.init_model(cfg, 0)
     model_fn = sampling.model_fn_from(graphdef, params)
     grids = study_config.get_config("tiny")
-    result = study.run_study(model_fn, split, grids, tmp_path, progress=False)
+    validation = data.load("sudoku", "validation", data_dir, 500, 500, 500)
+    result = study.run_study(model_fn, split, grids, tmp_path, progress=False, validation=validation)
     for name in (
         "results.csv",
+        "validation_results.csv",
+        "frontier.csv",
+        "bound_sets.csv",
+        "tokens.csv",
+        "dependence_cases.csv",
         "frontier.png",
         "bound.png",
         "bound_steps.csv",
@@ -110,10 +117,16 @@ def test_study_writes_every_file(data_dir, tmp_path):
     with open(tmp_path / "bound_steps.csv") as f:
         steps = list(csv.DictReader(f))
     assert set(steps[0]) == {"setting", "rule", "example", "step", "bound", "model_error", "chosen", "wrong", "clean"}
-    assert "## Which failures are parallel errors" in result["report"] and "## Calibration" in result["report"]
+    assert "## Dependence" in result["report"] and "## Calibration" in result["report"]
+    assert "chosen on validation" in result["report"] and "placebo" in result["report"]
+    assert {r["chosen_on"] for r in result["summary"]} == {"validation"}
+    assert len(result["validation_rows"]) == len(result["rows"])
     for r in result["dependence"]:
-        assert r["parallel_errors"] + r["model_errors"] == r["examples_with_an_error"]
-        assert r["parallel_errors"] <= r["first_wrong_set_of_several"]
+        assert r["set_of_one"] + r["rank_0_wrong"] + r["testable"] == r["examples_with_an_error"]
+        assert r["parallel"] <= r["testable"] and r["top1_from_state_solves"] <= r["examples_with_an_error"]
+    for c in result["cases"]:  # a label fixed by construction is always "model"
+        assert c["kind"] == "model" or not c["by_construction"]
+        assert (c["by_construction"] == "set of one") == (c["set_size"] == 1)
     # Calibration counts only tokens placed at or before each example's first wrong step.
     assert 0 < sum(r["tokens"] for r in result["reliability"]) <= int(split.answer_mask[: grids.examples].sum())
     # Every answer position is counted once per setting.
@@ -252,9 +265,9 @@ def test_bound_table_counts_clean_steps_per_setting():
     both["setting"] = np.array(["a"] * 3 + ["b"] * 3)
     rows = stats.bound_table(both)
     a = [r for r in rows if r["setting"] == "a"]
-    assert [(r["bound_from"], r["steps"], r["tokens"], r["error_rate"]) for r in a] == [
-        (0, 1, 1, 0.0),
-        (0.3, 1, 2, 0.5),
+    assert [(r["bound_bin"], r["sets"], r["tokens"], r["sets_with_an_error"], r["wrong_per_set"]) for r in a] == [
+        ("set of one", 1, 1, 0.0, 0.0),  # step 1: a set of one, its own row whatever its bound
+        ("[0.3, 1)", 1, 2, 1.0, 1.0),  # step 2: one set of two with one wrong token: per set, 1 of 1
     ]
     assert {r["setting"] for r in rows} == {"a", "b"}
 
@@ -309,17 +322,25 @@ def test_paired_interval_covers_the_true_difference_about_95_percent(only_a, onl
     assert 0.91 <= np.mean(covered) <= 0.99
 
 
+class _Stub:
+    """A task of 4 answer positions, solved when every token equals the reference."""
+
+    vocab_size = 3
+
+    def same_step_conflicts(self, tokens_L, positions):
+        return int(len(positions) > 1 and tokens_L[positions[0]] == tokens_L[positions[1]])
+
+    def check(self, tokens, reference, answer_mask):
+        right = (tokens == reference) | ~answer_mask
+        return {"solved": right.all(-1), "token_accuracy": right.mean(-1)}
+
+
 def _dependence_case():
     """Two examples of 4 answer positions, reference [1, 2, 0, 1]. Example 0 unmasks {0, 1}
     together at step 1 and gets position 1 wrong (0); example 1 unmasks position 1 alone at
     step 1 and gets it wrong."""
-
-    class Stub:
-        def same_step_conflicts(self, tokens_L, positions):
-            return int(len(positions) > 1 and tokens_L[positions[0]] == tokens_L[positions[1]])
-
     reference = np.array([[1, 2, 0, 1], [1, 2, 0, 1]])
-    split = data.Split(reference, np.ones((2, 4), bool), {}, Stub())
+    split = data.Split(reference, np.ones((2, 4), bool), {}, _Stub())
     out = {
         "tokens": np.array([[1, 0, 0, 1], [1, 0, 0, 1]]),
         "fill_step": np.array([[1, 1, 2, 3], [2, 1, 3, 4]]),
@@ -328,36 +349,67 @@ def _dependence_case():
     return split, out
 
 
-def _fake(position_1_sees_position_0: bool):
+def _fake(position_1_sees_position_0: bool, position_1_surer: bool = False):
     """Logits: the reference everywhere, except position 1: the right token 2 only when the
-    model 'sees' token 1 at position 0 (if it can), else the wrong token 0."""
+    model 'sees' token 1 at position 0 (if it can), else the wrong token 0. position_1_surer:
+    position 1 is the most confident position, so the sampler ranks it first."""
 
     def apply(params, tokens_BxL):
         right = jax.nn.one_hot(jnp.array([1, 2, 0, 1]), 3)[None].repeat(tokens_BxL.shape[0], 0)
         sees = (tokens_BxL[:, 0] == 1) if position_1_sees_position_0 else jnp.zeros(tokens_BxL.shape[0], bool)
         pos1 = jnp.where(sees[:, None], jax.nn.one_hot(2, 3), jax.nn.one_hot(0, 3))
-        return 10.0 * right.at[:, 1].set(pos1)
+        return 10.0 * right.at[:, 1].set(pos1 * (2.0 if position_1_surer else 1.0))
 
     return sampling.ModelFn(apply, None)
 
 
+EB = SamplerConfig(rule="eb", gamma=1.0)
+
+
 def test_dependence_test_reports_a_parallel_error_when_the_set_mate_fixes_it():
+    """Position 0 ranks first (a tie, broken by position) and is right; the replay places it,
+    then asks position 1, which now sees it and is right: a parallel error. The placebo reveals
+    one right token outside the set (position 2 or 3), which position 1 does not read."""
     split, out = _dependence_case()
-    rows = study.dependence_test(_fake(True), split, out, mask_id=3, batch=4)
-    assert [(r["example"], r["set_size"], r["kind"], r["turned_right"]) for r in rows] == [
-        (0, 2, "parallel", 1),
-        (1, 1, "model", 0),
+    rows = study.dependence_test(_fake(True), split, out, EB, mask_id=3, batch=4)
+    assert [(r["example"], r["set_size"], r["first_wrong_rank"], r["kind"], r["by_construction"]) for r in rows] == [
+        (0, 2, 1, "parallel", ""),
+        (1, 1, 0, "model", "set of one"),
     ]
-    assert rows[0]["conflicts"] == 0
+    assert rows[0]["conflicts"] == 0 and rows[0]["replay_fixes_first_wrong"]
+    assert rows[0]["placebo_fixes_first_wrong"] is False and rows[1]["placebo_fixes_first_wrong"] is None
+    assert rows[0]["top1_from_state_solves"] and rows[1]["top1_from_state_solves"]  # top-1 goes in order
     summary = stats.dependence_summary("s", rows)
-    assert (summary["parallel_errors"], summary["model_errors"], summary["first_wrong_set_of_several"]) == (1, 1, 1)
+    assert (summary["parallel"], summary["testable"], summary["set_of_one"], summary["placebo_fixes"]) == (1, 1, 1, 0)
 
 
 def test_dependence_test_reports_a_model_error_when_the_model_is_wrong_anyway():
     split, out = _dependence_case()
-    rows = study.dependence_test(_fake(False), split, out, mask_id=3, batch=4)
+    rows = study.dependence_test(_fake(False), split, out, EB, mask_id=3, batch=4)
     assert [r["kind"] for r in rows] == ["model", "model"]
+    assert not rows[0]["by_construction"] and not rows[0]["top1_from_state_solves"]
     assert stats.dependence_summary("s", rows)["parallel_share"] == 0.0
+
+
+def test_dependence_test_a_wrong_rank_0_token_is_a_model_error():
+    """Position 1 is the most confident of the set and wrong; with position 0 given it would be
+    right. The old test filled in every set-mate and called this a parallel error, though the
+    sampler unmasked position 1 first and top-1 from the same state gets it wrong too. The
+    replay's first call is the sampler's own: a model error, by construction."""
+    split, out = _dependence_case()
+    rows = study.dependence_test(_fake(True, position_1_surer=True), split, out, EB, mask_id=3, batch=4)
+    assert (rows[0]["first_wrong_rank"], rows[0]["kind"], rows[0]["by_construction"]) == (0, "model", "rank 0 wrong")
+    assert not rows[0]["top1_from_state_solves"]
+    summary = stats.dependence_summary("s", rows)
+    assert (summary["testable"], summary["rank_0_wrong"]) == (0, 1)
+
+
+def test_wilson_interval_against_a_hand_computation():
+    """0 of 12: Wilson's upper end is z^2 / (n + z^2) = 3.8415 / 15.8415 = 0.2425."""
+    q = stats.proportion(0, 12)
+    assert q["share"] == 0 and q["low"] == 0 and q["high"] == pytest.approx(0.24249, abs=1e-4)
+    q = stats.proportion(5, 10)
+    assert q["low"] == pytest.approx(1 - q["high"]) and q["low"] == pytest.approx(0.2366, abs=1e-4)
 
 
 def test_sudoku_same_step_conflicts_count_peer_pairs_with_one_digit():
