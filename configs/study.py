@@ -23,6 +23,7 @@ def get_config(preset: str = "full"):
     c.steps = (4, 8, 16, 32, 64)  # schedule steps of the random-order and ancestral rules
     c.keep_fraction = 0.99  # "keeps top-1's accuracy": solve rate >= this fraction of top-1's
     c.validation_examples = 500  # where each rule's setting is chosen (the test examples report it)
+    c.dependence_failures = 300  # the dependence test asks about the first this many failures per setting
     c.tightness_examples = 100  # examples whose 2- and 3-position steps get a chain-rule joint
     c.tightness_gamma = 1.0  # the EB setting examined for tightness (large enough for sets of 2-3)
     c.seed = 0

@@ -94,7 +94,7 @@ def markdown(result: dict, study, n_examples: int, n_validation: int = 0) -> str
 
 
 def _interval(share, low, high) -> str:
-    return "-" if share != share else f"{share:.0%} [{low:.0%}, {high:.0%}]"
+    return "-" if share != share else f"{share:.1%} [{low:.1%}, {high:.1%}]"
 
 
 def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
@@ -122,6 +122,9 @@ def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
             replay_ci=_interval(d["replay_fixes_share"], d["replay_fixes_low"], d["replay_fixes_high"]),
             top1_ci=_interval(
                 d["top1_from_state_solves_share"], d["top1_from_state_solves_low"], d["top1_from_state_solves_high"]
+            ),
+            replay_minus_placebo=_points(
+                d["replay_minus_placebo"], d["replay_minus_placebo_low"], d["replay_minus_placebo_high"]
             ),
         )
         for d in result["dependence"]
@@ -260,12 +263,16 @@ def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
                 "parallel_ci",
                 "replay_ci",
                 "placebo_ci",
+                "replay_minus_placebo",
                 "top1_ci",
+                "first_wrong_has_max_entropy",
                 "with_a_same_step_conflict",
             ],
         ),
         "\n(parallel_ci: parallel share of the testable failures; replay_ci / placebo_ci: the first wrong "
-        "token turned right by the replay / by the placebo; top1_ci: top-1 from the state solves.)\n",
+        "token turned right by the replay / by the placebo, and their paired difference in points with its "
+        "95% interval; top1_ci: top-1 from the state solves; first_wrong_has_max_entropy: sets of several "
+        "whose first wrong token had the set's largest entropy, the one term the bound leaves out.)\n",
         f"\n## Calibration of top-1's unmasked tokens (ECE {stats.expected_calibration_error(result['reliability']):.4f})\n\n"
         "Only tokens unmasked at or before their example's first wrong step (after it the stored "
         "answer is no longer the truth):\n",
@@ -276,6 +283,10 @@ def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
         ),
         "\n![reliability](reliability.png)\n",
     ]
+
+
+def _points(difference, low, high) -> str:
+    return "-" if difference != difference else f"{100 * difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def versus_pair(v: dict) -> str:

@@ -132,8 +132,8 @@ def validate_study(study) -> None:
         raise ValueError("study_config.timing_repeats must be >= 1")
     if study.tightness_examples < 0:
         raise ValueError("study_config.tightness_examples must be >= 0")
-    if study.get("validation_examples", 1) < 1:
-        raise ValueError("study_config.validation_examples must be >= 1")
+    if study.get("validation_examples", 1) < 1 or study.get("dependence_failures", 1) < 1:
+        raise ValueError("study_config.validation_examples and dependence_failures must be >= 1")
     grid_settings(study)  # bad values (a negative gamma, an unknown proxy) fail here
 
 
@@ -234,8 +234,23 @@ def dependence_test(
     batch: int = 64,
     seed: int = 0,
 ) -> list[dict]:
-    """Where each failure comes from: one row per example with a wrong token (a test whose
-    labels can come out either way; `by_construction` marks the rows whose label cannot).
+    """`dependence_tests` of one setting: its rows."""
+    return dependence_tests(model_fn, split, {cfg: out}, mask_id, batch, seed)[cfg.describe()]
+
+
+def dependence_tests(
+    model_fn: sampling.ModelFn,
+    split,
+    outputs: dict,
+    mask_id: int,
+    batch: int = 64,
+    seed: int = 0,
+    limit: int | None = None,
+) -> dict[str, list[dict]]:
+    """Where each failure comes from, per setting (outputs: setting -> sampler output): one row
+    per example with a wrong token, the first `limit` of them per setting (a test whose labels
+    can come out either way; `by_construction` marks the rows whose label cannot). The
+    settings' failures are asked together, in full batches.
 
     From the state before the example's first wrong step (every token placed earlier is
     right), the positions that step unmasked together (the set) are unmasked again one at a
@@ -253,29 +268,33 @@ def dependence_test(
       solves the example.
     Also w's probability and entropy when it was unmasked, whether it had the set's largest
     entropy (the one member the bound sum(H) - max(H) leaves out), and same-step conflicts."""
-    if cfg.ranking == "random" or cfg.temperature > 0:
-        raise ValueError(f"the dependence test replays a greedy ranking; {cfg.describe()} has none")
-    sets = stats.first_wrong_sets(out, split)
-    if not sets:
-        return []
+    failures = []  # (setting, its output, first wrong set)
+    for cfg, out in outputs.items():
+        if cfg.ranking == "random" or cfg.temperature > 0:
+            raise ValueError(f"the dependence test replays a greedy ranking; {cfg.describe()} has none")
+        failures += [(cfg, out, c) for c in stats.first_wrong_sets(out, split)[:limit]]
+    result: dict[str, list[dict]] = {cfg.describe(): [] for cfg in outputs}
+    if not failures:
+        return result
     ref = split.tokens
-    examples = np.array([c["example"] for c in sets])
+    examples = np.array([c["example"] for _, _, c in failures])
     answers = split.answer_mask[examples]
-    before = answers & (out["fill_step"][examples] < np.array([c["step"] for c in sets])[:, None])
-    contexts = np.where(before, out["tokens"][examples], np.where(answers, mask_id, ref[examples]))
+    fill = np.stack([out["fill_step"][c["example"]] for _, out, c in failures])
+    placed = np.stack([out["tokens"][c["example"]] for _, out, c in failures])
+    before = answers & (fill < np.array([c["step"] for _, _, c in failures])[:, None])
+    contexts = np.where(before, placed, np.where(answers, mask_id, ref[examples]))
     probs = _probs_of(model_fn, contexts, answers, mask_id, batch)  # the sampler's view at that step
     cases = []
-    for i, c in enumerate(sets):
-        p_set = probs[i, c["positions"]]
-        order = c["positions"][np.argsort(_error_score(p_set, cfg.proxy), kind="stable")]
+    for i, (cfg, _, c) in enumerate(failures):
+        order = c["positions"][np.argsort(_error_score(probs[i, c["positions"]], cfg.proxy), kind="stable")]
         wrong = np.isin(order, c["wrong"])
         h = stats.entropy(probs[i, order], -1)
         cases.append({"order": order, "first": int(np.argmax(wrong)), "last": int(np.flatnonzero(wrong)[-1]), "h": h})
 
     # The sequential replay, rank by rank; a failure stops at its first wrong replay token.
     replay = contexts.copy()
-    right_so_far = np.ones(len(sets), bool)
-    fixed_first = np.zeros(len(sets), bool)
+    right_so_far = np.ones(len(failures), bool)
+    fixed_first = np.zeros(len(failures), bool)
     for rank in range(max(c["last"] for c in cases) + 1):
         live = [i for i, c in enumerate(cases) if right_so_far[i] and rank <= c["last"]]
         if not live:
@@ -295,10 +314,9 @@ def dependence_test(
     for i, c in enumerate(cases):
         if len(c["order"]) < 2 or c["first"] == 0:
             continue
-        outside = np.flatnonzero(
-            (contexts[i] == mask_id) & answers[i] & ~np.isin(np.arange(len(answers[i])), c["order"])
-        )
-        reveal = rng.choice(outside, min(c["first"], len(outside)), replace=False)
+        outside = (contexts[i] == mask_id) & answers[i]
+        outside[c["order"]] = False
+        reveal = rng.choice(np.flatnonzero(outside), min(c["first"], int(outside.sum())), replace=False)
         row = contexts[i].copy()
         row[reveal] = ref[examples[i], reveal]
         placebo_rows.append(row)
@@ -310,14 +328,19 @@ def dependence_test(
             w = cases[i]["order"][cases[i]["first"]]
             placebo[i] = bool(p[j, w].argmax() == ref[examples[i], w])
 
-    top1 = _top1_from(model_fn, split, examples, contexts, answers & ~before, cfg, batch, seed)
-    rows = []
-    for i, (c, case) in enumerate(zip(sets, cases, strict=True)):
+    # top-1 from each state, one run per baseline (settings of one proxy share it)
+    top1 = np.zeros(len(failures), bool)
+    for base in dict.fromkeys(top1_for(cfg) for cfg, _, _ in failures):
+        idx = np.array([i for i, (cfg, _, _) in enumerate(failures) if top1_for(cfg) == base])
+        top1[idx] = _top1_from(
+            model_fn, split, examples[idx], contexts[idx], (answers & ~before)[idx], base, batch, seed
+        )
+
+    for i, ((cfg, out, c), case) in enumerate(zip(failures, cases, strict=True)):
         order, first = case["order"], case["first"]
         w = order[first]
         size = len(order)
-        construction = "set of one" if size == 1 else ("rank 0 wrong" if first == 0 else "")
-        rows.append(
+        result[cfg.describe()].append(
             {
                 "example": c["example"],
                 "step": c["step"],
@@ -329,14 +352,14 @@ def dependence_test(
                 "first_wrong_has_max_entropy": bool(case["h"][first] >= case["h"].max()),
                 "set_bound": float(case["h"].sum() - case["h"].max()),
                 "kind": "parallel" if right_so_far[i] else "model",
-                "by_construction": construction,
+                "by_construction": "set of one" if size == 1 else ("rank 0 wrong" if first == 0 else ""),
                 "replay_fixes_first_wrong": bool(fixed_first[i]),
                 "placebo_fixes_first_wrong": placebo.get(i),
                 "top1_from_state_solves": bool(top1[i]),
                 "conflicts": split.task.same_step_conflicts(out["tokens"][c["example"]], c["positions"]),
             }
         )
-    return rows
+    return result
 
 
 def dependence_settings(cfg: SamplerConfig, study) -> bool:
@@ -351,15 +374,15 @@ def dependence_settings(cfg: SamplerConfig, study) -> bool:
     )
 
 
-def _top1_from(model_fn, split, examples, contexts, still_masked, cfg: SamplerConfig, batch: int, seed: int):
-    """[F] bool: top-1 (cfg's proxy) run to the end from each state solves the example. The
-    states are padded to a power of two of rows, so that few shapes are compiled."""
+def _top1_from(model_fn, split, examples, contexts, still_masked, top1: SamplerConfig, batch: int, seed: int):
+    """[F] bool: `top1` run to the end from each state solves the example. The states are padded
+    to a power of two of rows, so that few shapes are compiled."""
     n = len(examples)
     size = max(batch, 1 << (n - 1).bit_length())
     pad = np.arange(size) % n
     tokens = np.where(still_masked, split.tokens[examples], contexts)[pad]
     from_state = type(split)(tokens, still_masked[pad], {}, split.task)
-    solved = sampling.evaluate(model_fn, from_state, top1_for(cfg), batch, seed)["solved"]
+    solved = sampling.evaluate(model_fn, from_state, top1, batch, seed)["solved"]
     return np.asarray(solved, bool)[:n]
 
 
@@ -491,6 +514,7 @@ def run_study(
     workdir = pathlib.Path(workdir)
     split = split.take(np.arange(min(study.examples, len(split))))
     validate_study(study)
+    workdir.mkdir(parents=True, exist_ok=True)
     grid = grid_settings(study, schedule)
     val_rows = None
     if validation is not None:
@@ -512,11 +536,15 @@ def run_study(
     versus = versus_rival(rows, outputs, star_cfg, val_rows)
     steps = stats.steps_of(outputs, split)
     mask_id = vocab = split.task.vocab_size  # MASK is the first id past the data vocabulary
-    cases = {
-        c.describe(): dependence_test(model_fn, split, out, c, mask_id, study.batch_size, study.seed)
-        for c, out in outputs.items()
-        if dependence_settings(c, study)
-    }
+    cases = dependence_tests(
+        model_fn,
+        split,
+        {c: out for c, out in outputs.items() if dependence_settings(c, study)},
+        mask_id,
+        study.batch_size,
+        study.seed,
+        study.get("dependence_failures", None),
+    )
     dependence = [stats.dependence_summary(name, rows) for name, rows in cases.items()]
     case_rows = [{"setting": name, **r} for name, rows in cases.items() for r in rows]
     calibration = stats.reliability(outputs[SamplerConfig(rule="topk", k=1, proxy=study.proxies[0])], split)
