@@ -240,8 +240,9 @@ def main(argv):
             study.validate_study(_STUDY_CONFIG.value)
             if _WANDB.value:
                 config.wandb.mode = _WANDB.value
+            pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
             writers = metrics.make_writers(
-                _WORKDIR.value,
+                out_dir,  # with --out, a shipped checkpoint's folder stays as it is
                 config.wandb,
                 config.to_dict(),
                 stdout=False,

@@ -4,6 +4,7 @@ and a train.py command's config passes validation."""
 
 import json
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -131,3 +132,61 @@ def test_ci_runs_the_test_command_that_readme_shows():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     readme = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()]
     assert ci in readme, f".ci/run's command is not in README.md: {ci}"
+
+
+# ----------------------------------------------------------------------------- evidence
+
+FIGURE = re.compile(r"(\d+(?:\.\d+)?)%|(\d+(?:\.\d+)?) NFE|\((\d+)\)|([\d,]+) examples")
+
+
+def result_rows(text: str) -> list[tuple[str, list[str]]]:
+    """README's Results table: (the row's text without its last cell, the paths named in
+    backticks in its last cell, the evidence)."""
+    section = text.split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert lines and "evidence" in lines[0], "README's Results table has no evidence column"
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows.append((" | ".join(cells[:-1]), re.findall(r"`([^`]+)`", cells[-1])))
+    return rows
+
+
+def unsupported(row: str, paths: list[str]) -> list[str]:
+    """The figures of a row (percentages, NFE, top-1's calls in parentheses, examples seen) that
+    no number in its evidence files matches at the precision the row shows."""
+    values = []
+    for path in paths:
+        file = ROOT / path
+        if not file.is_file():
+            return [f"{path} (no such file)"]
+        values += [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", file.read_text())]
+    missing = []
+    for match in FIGURE.finditer(row):
+        pct, nfe, calls, seen = match.groups()
+        if pct:
+            half = 0.5 * 10 ** -len(pct.partition(".")[2]) + 1e-9
+            ok = any(abs(100 * v - float(pct)) <= half or abs(v - float(pct)) <= half for v in values)
+        elif nfe:
+            half = 0.5 * 10 ** -len(nfe.partition(".")[2]) + 1e-9
+            ok = any(abs(v - float(nfe)) <= half for v in values)
+        else:
+            ok = float((calls or seen).replace(",", "")) in values
+        if not ok:
+            missing.append(match.group(0))
+    return missing
+
+
+def test_every_figure_in_readmes_results_table_has_its_evidence():
+    rows = result_rows((ROOT / "README.md").read_text())
+    assert rows
+    for row, paths in rows:
+        assert paths, f"README's row {row[:60]!r} names no evidence file"
+        assert not unsupported(row, paths), f"{unsupported(row, paths)} in {row[:60]!r}: not in {paths}"
+
+
+def test_the_evidence_check_catches_a_figure_its_file_does_not_hold(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    row, paths = result_rows(readme)[0]
+    assert unsupported(row.replace("%", "1%", 1), paths)  # a changed digit
+    assert unsupported(row, ["no/such/file.json"]) == ["no/such/file.json (no such file)"]
