@@ -219,10 +219,9 @@ def _probs_of(model_fn: sampling.ModelFn, rows_RxL: np.ndarray, answers_RxL: np.
     return np.concatenate(out) if out else np.zeros((0,) + rows_RxL.shape[1:] + (0,))
 
 
-def _error_score(p_SxV: np.ndarray, proxy: str) -> np.ndarray:
-    """The sampler's ranking score of each position (lowest unmasks first), from its probabilities."""
-    top2 = np.sort(p_SxV, -1)[:, ::-1][:, :2]
-    return {"confidence": -top2[:, 0], "margin": top2[:, 1] - top2[:, 0], "entropy": stats.entropy(p_SxV, -1)}[proxy]
+def run_of(cfg: SamplerConfig) -> sampling.Run:
+    """What the sampler's step reads for `cfg` (its structure and knobs)."""
+    return sampling.Run(*cfg.structure(), **cfg.knobs())
 
 
 def dependence_test(
@@ -286,7 +285,10 @@ def dependence_tests(
     probs = _probs_of(model_fn, contexts, answers, mask_id, batch)  # the sampler's view at that step
     cases = []
     for i, (cfg, _, c) in enumerate(failures):
-        order = c["positions"][np.argsort(_error_score(probs[i, c["positions"]], cfg.proxy), kind="stable")]
+        with np.errstate(divide="ignore"):  # log 0 = -inf: probability 0, as in the sampler
+            logits = np.log(probs[i, c["positions"]])
+        score = sampling.error_score(run_of(cfg), sampling.proxies(logits), None)
+        order = c["positions"][np.argsort(np.asarray(score), kind="stable")]  # the sampler's own ranking
         wrong = np.isin(order, c["wrong"])
         h = stats.entropy(probs[i, order], -1)
         cases.append({"order": order, "first": int(np.argmax(wrong)), "last": int(np.flatnonzero(wrong)[-1]), "h": h})
