@@ -13,6 +13,7 @@ import errno
 import pathlib
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,8 +79,7 @@ class Checkpointer:
                 raise
             self.failed = True
             step = self.pending
-            for partial in self.directory.glob(f"*{PARTIAL}*"):
-                shutil.rmtree(partial, ignore_errors=True)
+            self._remove_partial_saves()
             kept = [s for s in self.complete_steps() if s != step]
             previous = f"the checkpoint of step {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
             raise CheckpointError(
@@ -87,6 +87,17 @@ class Checkpointer:
                 f"holding {self.directory}; {previous} and the partial save was removed; "
                 f"free some space and run the same command to resume"
             ) from None
+
+    def _remove_partial_saves(self, attempts: int = 50) -> None:
+        """Removes orbax's temporary folders of a failed save. Its writer threads may still be
+        finishing a file when the error arrives, so the removal is retried until none is left."""
+        for _ in range(attempts):
+            partials = list(self.directory.glob(f"*{PARTIAL}*"))
+            if not partials:
+                return
+            for partial in partials:
+                shutil.rmtree(partial, ignore_errors=True)
+            time.sleep(0.1)
 
     def save(self, step: int, state: Any, config: dict) -> None:
         """Saves and waits: a failed save is known (and cleaned up) before training goes on.
