@@ -103,7 +103,8 @@ def test_full_disk_on_a_real_small_filesystem(data_dir, tmp_path):
         assert out.returncode == 1
         assert len(lines) == 1 and lines[0].startswith("error: cannot save the checkpoint of step "), lines[:5]
         assert "is intact and the partial save was removed" in lines[0]
-        assert all(p.name.isdigit() for p in (small / "run" / "checkpoints").iterdir())
+        left = [p.name for p in (small / "run" / "checkpoints").iterdir()]
+        assert all(name.isdigit() for name in left), left
     finally:
         subprocess.run(["umount", str(small)])
 
