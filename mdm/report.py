@@ -38,8 +38,9 @@ def format_table(rows: list[dict]) -> str:
             f"{r['wall_speedup']:>6.2f} {r['examples_per_s']:>8.1f}  {versus_top1(r)}"
         )
     lines.append(
-        "(calls/ex: loop iterations x slots / examples, the model rows spent per example, idle "
-        "rows included: the cost without the clock)"
+        "(calls/ex: loop iterations x their rows / examples, the model rows spent per example, "
+        "idle rows included: the cost without the clock; with refill the last examples run on "
+        "fewer rows, mdm.sampling.tail_stages)"
     )
     return "\n".join(lines)
 
@@ -217,9 +218,10 @@ def _head(result: dict, study, n_examples: int, n_validation: int) -> list[str]:
                 "row_calls_per_example": "{:.2f}",
             },
         ),
-        f"\n(row_calls_per_example: loop iterations x {study.batch_size} slots / {n_examples} examples, "
-        "the model rows spent per example with the idle rows at the tail of a run; mean NFE counts an "
-        "example's own calls.)\n",
+        f"\n(row_calls_per_example: loop iterations x their rows / {n_examples} examples, at "
+        f"{study.batch_size} slots that drop to a quarter and less once the last examples are handed "
+        "out (mdm.sampling.tail_stages): the model rows spent per example, idle rows included; mean "
+        "NFE counts an example's own calls.)\n",
         "\n## Error against the bound, per set\n\nThe bound sum(H) - max(H) belongs to the set a step "
         "unmasks, so it is compared with the set's outcome: per EB and top-k setting, the steps whose "
         "context is clean (every token placed before them right), binned by the bound; sets of one "

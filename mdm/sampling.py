@@ -158,6 +158,7 @@ class SamplerState:
     out_entropy_NxL: jax.Array
     trace: dict  # per example and NFE: [S, N] arrays
     iterations: jax.Array  # while-loop iterations so far: model calls of the whole slots batch
+    stage_iterations: jax.Array  # [stages] iterations made at each stage's slot count (tail_stages)
 
 
 # ----------------------------------------------------------------------------- selection rules
@@ -345,9 +346,12 @@ def generate(
     with_trace: bool = False,
     first_example: int | jax.Array = 0,
     replay: bool = False,
+    shrink: bool = True,
 ) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows (jitted: one
-    compile per apply_fn, rule structure, slots and shapes; the numeric knobs are traced)."""
+    compile per apply_fn, rule structure, slots and shapes; the numeric knobs are traced).
+    `shrink`: once no example is left to hand out, the loop goes on with fewer rows
+    (`tail_stages`); results do not change, idle rows are not computed."""
     return _generate(
         apply_fn,
         params,
@@ -360,7 +364,21 @@ def generate(
         trace_steps(cfg, tokens_NxL.shape[1]) if with_trace else 0,
         first_example,
         replay,
+        shrink,
     )
+
+
+def tail_stages(slots: int, n: int, shrink: bool = True) -> tuple[int, ...]:
+    """The loop's row counts, stage by stage. With refill (n > slots) and `shrink`, the rows
+    drop to a quarter once every example has been handed out and no more than a quarter of the
+    rows still hold one (the in-flight examples move over, nothing is recomputed), down to 2-7
+    rows: at the end of a run the rows idle while the slowest examples finish, and each idle
+    row costs as much as a busy one. Otherwise one stage: plain batches (n <= slots) keep all
+    their rows to the end, as a batch does."""
+    stages = [min(slots, n)]
+    while shrink and n > slots and stages[-1] >= 8:
+        stages.append(stages[-1] // 4)
+    return tuple(stages)
 
 
 def trace_steps(cfg: SamplerConfig, length: int) -> int:
@@ -373,7 +391,7 @@ def trace_steps(cfg: SamplerConfig, length: int) -> int:
     return max(length, cfg.steps * blocks)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace", "replay"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "structure", "slots", "with_trace", "replay", "shrink"))
 def _generate(
     apply_fn: Callable,
     params: Any,
@@ -386,8 +404,10 @@ def _generate(
     with_trace: int = 0,
     first_example: int | jax.Array = 0,
     replay: bool = False,
+    shrink: bool = False,
 ) -> dict:
-    """Unmasks every answer position of N examples with `slots` model rows.
+    """Unmasks every answer position of N examples with `slots` model rows (fewer at the end
+    with `shrink`: `tail_stages`).
 
     apply_fn: see `forward`; MASK is token id V. Prompt tokens (answer_mask False) are kept.
     Example i draws its random numbers from (seed, first_example + i, step): a caller that
@@ -406,7 +426,8 @@ def _generate(
     probability of it (exact when the order follows from the revealed tokens).
     """
     n, length = tokens_NxL.shape
-    slots = n if slots is None else min(slots, n)
+    stages = tail_stages(n if slots is None else slots, n, shrink)
+    slots = stages[0]
     cfg = Run(*structure, **knobs)
     call = functools.partial(forward, apply_fn)
     vocab = jax.eval_shape(call, params, tokens_NxL[:1], answer_mask_NxL[:1], answer_mask_NxL[:1]).shape[-1]
@@ -462,8 +483,8 @@ def _generate(
             out_entropy_NxL=out_ent,
         )
 
-    def step(s: SamplerState) -> SamplerState:
-        s = _shard_slots(s, slots)
+    def step(s: SamplerState, stage: int) -> SamplerState:
+        s = _shard_slots(s, stages[stage])
         answer_BxL = answer_mask_NxL[jnp.minimum(s.slot_example_B, n - 1)]
         logits_BxLxV = sampled_logits(cfg, call(params, s.tokens_BxL, s.masked_BxL, answer_BxL))
         active_B = s.masked_BxL.any(-1)
@@ -513,8 +534,20 @@ def _generate(
             confidence_BxL=confidence,
             entropy_BxL=entropy,
             iterations=s.iterations + 1,
+            stage_iterations=s.stage_iterations.at[stage].add(1),
         )
         return refill(s)
+
+    def shrink_to(s: SamplerState, rows: int) -> SamplerState:
+        """The slots that hold an example (at most `rows` of them) move to a state of `rows`."""
+        keep = jnp.argsort(s.slot_example_B >= n, stable=True)[:rows]
+        return s.replace(**{f: getattr(s, f)[keep] for f in _SLOT_FIELDS if getattr(s, f).shape[0] == len(s.nfe_B)})
+
+    def running(s: SamplerState, stage: int) -> jax.Array:
+        holds = s.slot_example_B < n
+        if stage + 1 == len(stages):
+            return holds.any()
+        return holds.any() & ~((s.next_example >= n) & (holds.sum() <= stages[stage + 1]))
 
     init = SamplerState(
         tokens_BxL=jnp.zeros((slots, length), jnp.int32),
@@ -534,13 +567,21 @@ def _generate(
         out_entropy_NxL=jnp.zeros((n, length) if with_trace else (1, 1), jnp.float32),
         trace=trace,
         iterations=jnp.zeros((), jnp.int32),
+        stage_iterations=jnp.zeros((len(stages),), jnp.int32),
     )
-    final = jax.lax.while_loop(lambda s: (s.slot_example_B < n).any(), step, refill(init))
+    final = refill(init)
+    for stage, rows in enumerate(stages):
+        if stage:
+            final = shrink_to(final, rows)
+        final = jax.lax.while_loop(functools.partial(running, stage=stage), functools.partial(step, stage=stage), final)
     out = {
         "tokens": final.out_tokens_NxL,
         "nfe": final.out_nfe_N,
         "fill_step": final.out_fill_step_NxL,
         "iterations": final.iterations,
+        "stage_iterations": final.stage_iterations,
+        # model rows computed, idle ones included: iterations x rows, stage by stage
+        "row_calls": (final.stage_iterations * jnp.asarray(stages, jnp.int32)).sum(),
     }
     if with_trace:
         out["trace"] = final.trace
@@ -577,7 +618,9 @@ def model_fn_from(graphdef, params, schedule: str = "linear") -> ModelFn:
 _COMPILED: dict = {}
 
 
-def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example, replay=False):
+def _compiled(
+    apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_trace, first_example, replay=False, shrink=False
+):
     """`generate` compiled ahead of time, once per function, rule, slots and shapes: training's
     periodic eval and repeated evaluations reuse it (the last 16 are kept)."""
 
@@ -595,6 +638,7 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
         shapes(params),
         shapes((tokens_NxL, answer_NxL)),
         type(seed),
+        shrink,
     )
     if key not in _COMPILED:
         if len(_COMPILED) >= 16:
@@ -611,6 +655,7 @@ def _compiled(apply_fn, params, tokens_NxL, answer_NxL, cfg, seed, slots, with_t
             trace,
             first_example,
             replay,
+            shrink,
         ).compile()
     return _COMPILED[key]
 
@@ -659,6 +704,7 @@ def _sample_rows(
         with_trace,
         offset(batches[0]),
         replay,
+        refill,  # refill's tail runs on fewer rows (tail_stages); a plain batch keeps its rows
     )
     start_time = time.perf_counter()
     knobs = cfg.knobs()
@@ -670,9 +716,12 @@ def _sample_rows(
     if with_trace:
         for k in parts[0]["trace"]:
             rows[f"trace/{k}"] = np.concatenate([p["trace"][k] for p in parts], 1)[:, :n].T
-    # Loop iterations (each a model call over all slots, busy or idle) and the slots they ran on.
+    # Loop iterations (each a model call over the stage's rows, busy or idle), the rows they
+    # cost, and the iterations made at each stage's row count (`tail_stages`).
     rows["iterations"] = int(sum(int(p["iterations"]) for p in parts))
-    rows["slots"] = int(batch_size)
+    rows["row_calls"] = int(sum(int(p["row_calls"]) for p in parts))
+    rows["stage_iterations"] = np.sum([p["stage_iterations"] for p in parts], 0)
+    rows["stages"] = tail_stages(batch_size, n, refill) if refill else (batch_size,)
     return rows, wall
 
 
@@ -716,9 +765,12 @@ def evaluate(
         one, _ = _sample_rows(
             model_fn, split.tokens[:1], split.answer_mask[:1], cfg, 1, seed, refill, with_trace, 0, replay
         )
-        one.update(iterations=0)
+        one.update(iterations=0, row_calls=0)
         rows, wall = {k: (v[:0] if isinstance(v, np.ndarray) else v) for k, v in one.items()}, 0.0
-    iterations, slots = rows.pop("iterations"), rows.pop("slots")  # this process's, like wall_s
+        rows["stage_iterations"] = np.zeros_like(one["stage_iterations"])
+    # this process's, like wall_s
+    iterations, row_calls = rows.pop("iterations"), rows.pop("row_calls")
+    stage_iterations, stages = rows.pop("stage_iterations"), rows.pop("stages")
     out = distributed.gather_rows(rows, n)
     checked = split.task.check(out["tokens"], split.tokens, split.answer_mask)
     nfe = out["nfe"]
@@ -730,10 +782,13 @@ def evaluate(
         "p95_nfe": float(np.percentile(nfe, 95)),
         "wall_s": wall,
         "examples_per_s": n / max(wall, 1e-9),
-        # cost without the clock: loop iterations, each a model call of `slots` rows (idle
-        # ones too), per example of this process; and answer tokens per model call (TPF)
+        # cost without the clock: loop iterations, each a model call of a stage's rows (idle
+        # ones too: `tail_stages`), the rows per example of this process; and answer tokens
+        # per model call (TPF)
         "iterations": iterations,
-        "row_calls_per_example": iterations * slots / max(end - start, 1),
+        "stages": stages,
+        "stage_iterations": stage_iterations,
+        "row_calls_per_example": row_calls / max(end - start, 1),
         "tokens_per_call": float(split.answer_mask.sum() / max(nfe.sum(), 1)),
         **{k: v for k, v in out.items() if not k.startswith("trace/")},
         "solved": checked["solved"],

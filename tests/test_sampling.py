@@ -229,6 +229,29 @@ def test_refill_equals_plain_batches(cfg):
         assert np.allclose(plain["trace"][key], streamed["trace"][key])
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [SamplerConfig(rule="eb", gamma=0.3), SamplerConfig(rule="eb", gamma=0.3, temperature=1.0)],
+    ids=lambda c: c.describe() + (" sampled" if c.temperature else ""),
+)
+def test_a_shrinking_tail_gives_the_same_results_with_fewer_rows(cfg):
+    apply, w = context_model(13)
+    tokens, answer = problems(n=40, seed=14)
+    assert sampling.tail_stages(16, 40) == (16, 4) and sampling.tail_stages(16, 16) == (16,)
+    full = sampling.generate(apply, w, tokens, answer, cfg, seed=3, slots=16, with_trace=True, shrink=False)
+    cut = sampling.generate(apply, w, tokens, answer, cfg, seed=3, slots=16, with_trace=True)
+    for key in ("tokens", "nfe", "fill_step", "confidence", "entropy"):
+        np.testing.assert_array_equal(np.asarray(full[key]), np.asarray(cut[key]), err_msg=key)
+    for key in full["trace"]:
+        np.testing.assert_allclose(full["trace"][key], cut["trace"][key], err_msg=key)
+    assert int(full["row_calls"]) == 16 * int(full["iterations"])
+    stage = np.asarray(cut["stage_iterations"])
+    assert stage[1] > 0 and int(cut["row_calls"]) == 16 * stage[0] + 4 * stage[1]
+    assert int(cut["row_calls"]) < int(full["row_calls"])
+    # every call of a row that holds an example is an NFE; the rows that idle are the rest
+    assert int(np.asarray(cut["nfe"]).sum()) <= int(cut["row_calls"])
+
+
 def test_same_seed_same_samples():
     apply, w = context_model(11)
     tokens, answer = problems(seed=12)
