@@ -133,7 +133,8 @@ def run_mdm(model_fn, split, gamma: float, batch: int, refill: bool) -> dict:
 
     cfg = sampling.SamplerConfig(rule="eb", proxy="entropy", gamma=gamma)
     r = sampling.evaluate(model_fn, split, cfg, batch_size=batch, refill=refill)
-    return {k: r[k] for k in ("tokens", "nfe", "fill_step", "iterations", "wall_s", "solved")}
+    keys = ("tokens", "nfe", "fill_step", "iterations", "stages", "stage_iterations", "row_calls_per_example")
+    return {k: r[k] for k in (*keys, "wall_s", "solved")}
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "mask_id"))
@@ -155,17 +156,20 @@ def _floor(apply_fn, params, tokens_BxL, answer_BxL, calls, mask_id: int):
     return jax.lax.while_loop(lambda c: c[0] < calls, body, (jnp.int32(0), tokens_BxL))[1]
 
 
-def floor_runner(model_fn, tokens_NxL, answer_NxL, mask_id: int, rows: int, calls: int):
-    """A compiled floor of `calls` calls on `rows` rows; returns a function that times one run."""
+def floor_runner(model_fn, tokens_NxL, answer_NxL, mask_id: int, stages, stage_iterations):
+    """mdm's floor for one run: for each of its stages (rows, loop iterations), a compiled loop of
+    as many model calls on as many rows. Returns a function that times one run of them all."""
     import jax.numpy as jnp
 
-    idx = np.arange(rows) % len(tokens_NxL)
-    args = (model_fn.params, jnp.asarray(tokens_NxL[idx]), jnp.asarray(answer_NxL[idx]), jnp.int32(calls))
-    compiled = _floor.lower(model_fn.apply, *args[:3], args[3], mask_id=mask_id).compile()
+    runs = []
+    for rows, calls in zip(stages, stage_iterations, strict=True):
+        idx = np.arange(rows) % len(tokens_NxL)
+        args = (model_fn.params, jnp.asarray(tokens_NxL[idx]), jnp.asarray(answer_NxL[idx]), jnp.int32(calls))
+        runs.append((_floor.lower(model_fn.apply, *args, mask_id=mask_id).compile(), args))
 
     def run() -> float:
         start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
+        jax.block_until_ready([compiled(*args) for compiled, args in runs])
         return time.perf_counter() - start
 
     return run
@@ -229,8 +233,8 @@ def compare(model_fn, split, gamma: float, batch: int, repeats: int = 3) -> dict
     run_eager(model_fn, tokens[:1], answer[:1], mask_id, gamma, batch)
     plain, refill = run_mdm(model_fn, split, gamma, batch, False), run_mdm(model_fn, split, gamma, batch, True)
     floors = {
-        "floor_plain": floor_runner(model_fn, tokens, answer, mask_id, batch, plain["iterations"]),
-        "floor_refill": floor_runner(model_fn, tokens, answer, mask_id, min(batch, len(split)), refill["iterations"]),
+        f"floor_{name}": floor_runner(model_fn, tokens, answer, mask_id, r["stages"], r["stage_iterations"])
+        for name, r in (("plain", plain), ("refill", refill))
     }
     walls = {name: [] for name in IMPLEMENTATIONS}
     results = {}
@@ -262,10 +266,15 @@ def compare(model_fn, split, gamma: float, batch: int, repeats: int = 3) -> dict
             "mdm refill / its floor": wall["mdm_refill"] / wall["floor_refill"],
         },
         "iterations": {"plain": int(mine["iterations"]), "refill": int(results["mdm_refill"]["iterations"])},
+        "stages": {"plain": list(plain["stages"]), "refill": list(refill["stages"])},
+        "stage_iterations": {
+            "plain": [int(i) for i in plain["stage_iterations"]],
+            "refill": [int(i) for i in refill["stage_iterations"]],
+        },
         "mean_nfe": float(mine["nfe"].mean()),
         "row_calls_per_example": {
-            "plain": mine["iterations"] * batch / len(split),
-            "refill": results["mdm_refill"]["iterations"] * min(batch, len(split)) / len(split),
+            "plain": float(mine["row_calls_per_example"]),
+            "refill": float(results["mdm_refill"]["row_calls_per_example"]),
         },
         "solve_rate": float(mine["solved"].mean()),
         "agreement": {peer: agreement(model_fn, mine, results[peer], tokens, answer, mask_id, gamma) for peer in peers},
@@ -275,16 +284,18 @@ def compare(model_fn, split, gamma: float, batch: int, repeats: int = 3) -> dict
 def format_table(rows: list[dict]) -> str:
     header = (
         f"{'batch':>5} {'examples':>8} {'diffusers':>10} {'eager':>8} {'mdm plain':>10} {'mdm refill':>10} "
-        f"{'diffusers/mdm':>14} {'+refill':>8} {'eager/mdm':>9} {'mdm/floor':>9} {'+refill':>8}  agree (diffusers, eager)"
+        f"{'diffusers/mdm':>14} {'+refill':>8} {'eager/mdm':>9} {'mdm/floor':>9} {'+refill':>8} "
+        f"{'NFE':>5} {'rows/ex':>7} {'+refill':>7}  agree (diffusers, eager)"
     )
     lines = ["examples/s (medians) and wall-time ratios", header, "-" * len(header)]
     for r in rows:
-        e, q = r["examples_per_s"], r["ratios"]
+        e, q, rows = r["examples_per_s"], r["ratios"], r["row_calls_per_example"]
         agree = ", ".join(f"{a['same']}/{a['examples']}" for a in r["agreement"].values())
         lines.append(
             f"{r['batch']:>5} {r['examples']:>8} {e['diffusers']:>10.1f} {e['eager']:>8.1f} {e['mdm_plain']:>10.1f} "
             f"{e['mdm_refill']:>10.1f} {q['diffusers / mdm plain']:>13.2f}x {q['diffusers / mdm refill']:>7.2f}x "
-            f"{q['eager / mdm plain']:>8.2f}x {q['mdm plain / its floor']:>8.2f}x {q['mdm refill / its floor']:>7.2f}x  {agree}"
+            f"{q['eager / mdm plain']:>8.2f}x {q['mdm plain / its floor']:>8.2f}x {q['mdm refill / its floor']:>7.2f}x "
+            f"{r['mean_nfe']:>5.2f} {rows['plain']:>7.2f} {rows['refill']:>7.2f}  {agree}"
         )
     return "\n".join(lines)
 
