@@ -190,3 +190,36 @@ def test_the_evidence_check_catches_a_figure_its_file_does_not_hold(tmp_path):
     row, paths = result_rows(readme)[0]
     assert unsupported(row.replace("%", "1%", 1), paths)  # a changed digit
     assert unsupported(row, ["no/such/file.json"]) == ["no/such/file.json (no such file)"]
+
+
+def evidence_problems(text: str, tracked: set[str]) -> list[str]:
+    """Sections of docs/results.md without an `Evidence:` line under their heading, or naming
+    a path that git does not track (a folder counts when it holds a tracked file)."""
+    problems = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("### "):
+            continue
+        evidence = lines[i + 1] if i + 1 < len(lines) else ""
+        if not evidence.startswith("Evidence: "):
+            problems.append(f"{line[:50]!r}: no Evidence: line")
+            continue
+        for path in re.findall(r"`([^`]+/[^`]*)`", evidence):  # the backticked paths
+            path = path.rstrip("/")
+            if path not in tracked and not any(t.startswith(path + "/") for t in tracked):
+                problems.append(f"{line[:50]!r}: {path} is not in the repository")
+    return problems
+
+
+def test_every_section_of_results_names_its_committed_evidence():
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split())
+    if not tracked:
+        pytest.skip("not a git checkout")
+    text = (ROOT / "docs" / "results.md").read_text()
+    assert text.count("\n### ") >= 10
+    assert evidence_problems(text, tracked) == []
+    # the check can fail: a section with no line, and a path that is not committed
+    assert evidence_problems("### A\nno evidence here\n", tracked) == ["'### A': no Evidence: line"]
+    assert evidence_problems("### B\nEvidence: `runs/x/metrics.jsonl`.\n", tracked) == [
+        "'### B': runs/x/metrics.jsonl is not in the repository"
+    ]
