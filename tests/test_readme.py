@@ -204,8 +204,7 @@ def evidence_problems(text: str, tracked: set[str]) -> list[str]:
         if not evidence.startswith("Evidence: "):
             problems.append(f"{line[:50]!r}: no Evidence: line")
             continue
-        for path in re.findall(r"`([^`]+/[^`]*)`", evidence):  # the backticked paths
-            path = path.rstrip("/")
+        for path in [q.rstrip("/") for q in re.findall(r"`([^`]+)`", evidence) if "/" in q]:  # the paths
             if path not in tracked and not any(t.startswith(path + "/") for t in tracked):
                 problems.append(f"{line[:50]!r}: {path} is not in the repository")
     return problems
