@@ -404,7 +404,7 @@ def _generate(
     with_trace: int = 0,
     first_example: int | jax.Array = 0,
     replay: bool = False,
-    shrink: bool = False,
+    shrink: bool = True,
 ) -> dict:
     """Unmasks every answer position of N examples with `slots` model rows (fewer at the end
     with `shrink`: `tail_stages`).
