@@ -143,6 +143,30 @@ def bench_input(names: list[str], batch: int, steps: int = 20):
             )
 
 
+def xla_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled function, by XLA's cost analysis (None if it gives none)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jax: one dict per program
+        analysis = analysis[0] if analysis else {}
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+_MATMUL: dict = {}
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
+    """The float32 FLOP/s of a large jitted matmul (n x n by n x n) on the default device, timed
+    once per process: the rate the model's FLOPs are measured against where no peak is known."""
+    import jax
+    import jax.numpy as jnp
+
+    if n not in _MATMUL:
+        a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
+        _MATMUL[n] = 2 * n**3 / timeit(jax.jit(jnp.matmul), a, b, repeats=repeats)
+    return _MATMUL[n]
+
+
 def measure_train(config, steps: int) -> dict:
     """Steps/s of one device on random tokens (after compiling), at the config's global batch
     with the micro-batches this device would use for it (a step is the whole batch)."""
@@ -169,6 +193,7 @@ def measure_train(config, steps: int) -> dict:
         "tokens": jnp.asarray(rng.integers(0, task.vocab_size, (b, task.length)), jnp.int32),
         "answer_mask": jnp.asarray(rng.random((b, task.length)) < 0.6),
     }
+    flops_per_step = xla_flops(step.lower(state, batch).compile())
     state, m = step(state, batch)  # compile
     jax.block_until_ready(m)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads: XLA's too
@@ -181,6 +206,8 @@ def measure_train(config, steps: int) -> dict:
     user_s, system_s = end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime
     flops_per_s = accelerators.train_flops_per_example(cfg) * b * steps / seconds
     peak = accelerators.peak_flops(accelerators.device_kind(), jax.default_backend())
+    xla_per_s = flops_per_step * steps / seconds if flops_per_step else None
+    matmul = matmul_flops_per_s()
     return {
         "params": count_params(nnx.merge(graphdef, params)),
         "batch_size": b,
@@ -192,6 +219,11 @@ def measure_train(config, steps: int) -> dict:
         "tokens_per_s": steps * b * task.length / seconds,
         "model_tflops_per_s": flops_per_s / 1e12,
         "mfu": flops_per_s / peak if peak else None,
+        # XLA's FLOPs of the whole step (forward, backward, optimizer) against a float32 matmul
+        "xla_gflops_per_step": flops_per_step / 1e9 if flops_per_step else None,
+        "xla_gflops_per_s": xla_per_s / 1e9 if xla_per_s else None,
+        "matmul_gflops_per_s": matmul / 1e9,
+        "of_matmul": xla_per_s / matmul if xla_per_s else None,
         "user_s": user_s,
         "system_s": system_s,
         "system_share": system_s / max(user_s + system_s, 1e-9),
@@ -221,6 +253,11 @@ def bench_train(items: list[str], steps: int):
         n = steps or (5 if slow_here(config) else 30)
         r = measure_train(config, n)
         mfu = f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else ""
+        if r["of_matmul"] is not None:
+            mfu += (
+                f", XLA {r['xla_gflops_per_s']:.0f} GFLOP/s = {r['of_matmul']:.0%} of a float32 matmul's "
+                f"{r['matmul_gflops_per_s']:.0f}"
+            )
         yield row(
             "train",
             item,
@@ -272,19 +309,31 @@ def bench_sampler(items: list[str], batch: int):
             return sampling.select(eb, s, masked, -s["confidence"], masked.sum(-1), jnp.zeros(batch, jnp.int32))
 
         repeats = 3 if slow_here(config) else 10
+        forward_flops = xla_flops(forward.lower(params, tokens).compile())
         t_forward = timeit(forward, params, tokens, repeats=repeats)
         t_select = timeit(selection, logits, masked, repeats=repeats)
         share = t_select / (t_forward + t_select)
+        forward_per_s = forward_flops / t_forward if forward_flops else None
+        matmul = matmul_flops_per_s()
+        of_matmul = forward_per_s / matmul if forward_per_s else None
+        use = (
+            f"; forward {forward_per_s / 1e9:.0f} GFLOP/s = {of_matmul:.0%} of a float32 matmul's" if of_matmul else ""
+        )
         yield row(
             "sampler",
             f"EB step, {item}, batch {batch}",
             1e3 * (t_forward + t_select),
             "ms",
-            f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms = {share:.2%} of the step",
+            f"forward {1e3 * t_forward:.1f} ms, EB selection {1e3 * t_select:.2f} ms = {share:.2%} of the step"
+            + (f"{use} {matmul / 1e9:.0f}" if use else ""),
             batch=batch,
             forward_ms=1e3 * t_forward,
             selection_ms=1e3 * t_select,
             selection_share=share,
+            forward_gflops=forward_flops / 1e9 if forward_flops else None,
+            forward_gflops_per_s=forward_per_s / 1e9 if forward_per_s else None,
+            matmul_gflops_per_s=matmul / 1e9,
+            of_matmul=of_matmul,
         )
 
 

@@ -58,6 +58,9 @@ def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
     assert {r["group"] for r in rows} == {"data", "input", "train", "sampler", "speedup"}
     for r in rows:
         assert {"backend", "device_kind", "jax", "date"} <= set(r) and r["value"] > 0
+    for r in rows:  # the model's FLOPs by XLA against a float32 matmul timed in the same run
+        if r["group"] in ("train", "sampler"):
+            assert r["matmul_gflops_per_s"] > 0 and 0 < r["of_matmul"] < 10, r
     train_row = next(r for r in rows if r["group"] == "train")
     assert train_row["batch_size"] == 8
     assert train_row["tokens_per_s"] == pytest.approx(train_row["steps_per_s"] * 8 * 81)
