@@ -86,7 +86,7 @@ def test_export_cli_refuses_a_folder_without_checkpoints(tmp_path):
     assert out.returncode != 0 and out.stderr.strip().startswith("error: no checkpoint in")
 
 
-@pytest.mark.parametrize("name", ["sudoku_cpu", "maze5_cpu", "maze10_grid_cpu", "text_cpu"])
+@pytest.mark.parametrize("name", ["sudoku_cpu", "maze5_cpu", "maze5_long", "maze10_grid_cpu", "text_cpu"])
 def test_shipped_checkpoints_load_and_predict(name):
     """The files under pretrained/ match their manifests and today's model code."""
     import pathlib
