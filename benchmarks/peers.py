@@ -289,13 +289,13 @@ def format_table(rows: list[dict]) -> str:
     )
     lines = ["examples/s (medians) and wall-time ratios", header, "-" * len(header)]
     for r in rows:
-        e, q, rows = r["examples_per_s"], r["ratios"], r["row_calls_per_example"]
+        e, q, calls = r["examples_per_s"], r["ratios"], r["row_calls_per_example"]
         agree = ", ".join(f"{a['same']}/{a['examples']}" for a in r["agreement"].values())
         lines.append(
             f"{r['batch']:>5} {r['examples']:>8} {e['diffusers']:>10.1f} {e['eager']:>8.1f} {e['mdm_plain']:>10.1f} "
             f"{e['mdm_refill']:>10.1f} {q['diffusers / mdm plain']:>13.2f}x {q['diffusers / mdm refill']:>7.2f}x "
             f"{q['eager / mdm plain']:>8.2f}x {q['mdm plain / its floor']:>8.2f}x {q['mdm refill / its floor']:>7.2f}x "
-            f"{r['mean_nfe']:>5.2f} {rows['plain']:>7.2f} {rows['refill']:>7.2f}  {agree}"
+            f"{r['mean_nfe']:>5.2f} {calls['plain']:>7.2f} {calls['refill']:>7.2f}  {agree}"
         )
     return "\n".join(lines)
 
@@ -336,6 +336,19 @@ def parse_args(argv):
     return args
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform knows)."""
+    import platform
+
+    info = pathlib.Path("/proc/cpuinfo")
+    names = (
+        [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        if info.exists()
+        else []
+    )
+    return names[0] if names else platform.processor()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
 
@@ -356,20 +369,10 @@ def main(argv=None) -> int:
         print(f"batch {batch}: {len(split)} examples x {args.repeats} repeats ...", flush=True)
         rows.append(compare(model_fn, split, args.gamma, batch, args.repeats))
     print(format_table(rows))
-    import platform
-
     command = "python -m benchmarks.peers " + " ".join(sys.argv[1:] if argv is None else argv)
-    cpu = (
-        next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-            platform.processor(),
-        )
-        if pathlib.Path("/proc/cpuinfo").exists()
-        else platform.processor()
-    )
     save(
         f"peers_{jax.default_backend()}",
-        {"command": command, "cpu": cpu, "workdir": args.workdir, "rows": rows},
+        {"command": command, "cpu": cpu_model(), "workdir": args.workdir, "rows": rows},
         args.out,
         args.save,
     )
