@@ -132,7 +132,7 @@ def shrink(config, rehearse: bool) -> None:
         return
     config.model.update(width=32, depth=1, heads=2, mlp_ratio=2, peer_heads=min(config.model.peer_heads, 2))
     config.train.update(batch_size=16, warmup_steps=2, log_every=5)
-    config.data.update(train_size=500, test_size=200, validation_size=200)
+    config.data.update(train_size=256, test_size=48, validation_size=48)
     config.data.name = {"sudoku": "sudoku", "maze10_grid": "maze5_grid"}.get(config.data.name, config.data.name)
     config.eval.update(loss_examples=32, sample_examples=0, batch_size=32)
 

@@ -1,11 +1,12 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
-    python tests/multihost_worker.py skew|data|train|sample|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+    python tests/multihost_worker.py skew|data|train|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
 Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`),
-reads a data set that does not exist yet (`data`), trains the tiny Sudoku config (augmented:
-each process draws only its slice's symmetries), or samples its test split, and saves what it holds to
-OUT/<mode>_<process_id>.npz; `preempt` trains until SIGTERM reaches any process and writes the
-step it stopped at to OUT/preempt_<process_id>.txt.
+reads a data set that does not exist yet (`data`), or trains the tiny Sudoku config (augmented:
+each process draws only its slice's symmetries), then samples its test split from the checkpoint
+saved together (`train`: OUT/train_<process_id>.npz and OUT/sample_<process_id>.npz);
+`preempt` trains until SIGTERM reaches any process and writes the step it stopped at to
+OUT/preempt_<process_id>.txt.
 """
 
 import os
@@ -68,17 +69,18 @@ def main():
         split = data.load_for(tiny_config(), "validation")
         np.savez(pathlib.Path(out) / f"data_{pid}.npz", split.tokens)
         return
-    if mode == "train":
-        state = train.train(tiny_config(), workdir, progress=False)
-        leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
-    else:
-        graphdef, params, config = loading.load_model(workdir)
-        split = data.load_for(config, "test").take(np.arange(10))
-        result = sampling.evaluate(
-            sampling.model_fn_from(graphdef, params), split, sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1
-        )
-        leaves = [result["tokens"], result["nfe"], result["fill_step"]]
-    np.savez(pathlib.Path(out) / f"{mode}_{pid}.npz", *leaves)
+    assert mode == "train", mode
+    # train: train, then sample from the checkpoint the processes saved together (one start-up
+    # of the two processes for both halves)
+    state = train.train(tiny_config(), workdir, progress=False)
+    leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
+    np.savez(pathlib.Path(out) / f"train_{pid}.npz", *leaves)
+    graphdef, params, config = loading.load_model(workdir)
+    split = data.load_for(config, "test").take(np.arange(10))
+    result = sampling.evaluate(
+        sampling.model_fn_from(graphdef, params), split, sampling.SamplerConfig(**SAMPLER), batch_size=3, seed=1
+    )
+    np.savez(pathlib.Path(out) / f"sample_{pid}.npz", result["tokens"], result["nfe"], result["fill_step"])
 
 
 if __name__ == "__main__":
