@@ -153,14 +153,17 @@ def xla_flops(compiled) -> float | None:
 
 
 _MATMUL: dict = {}
+MATMUL_SIZE = [2048]  # --matmul_size
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
-    """The float32 FLOP/s of a large jitted matmul (n x n by n x n) on the default device, timed
-    once per process: the rate the model's FLOPs are measured against where no peak is known."""
+def matmul_flops_per_s(n: int | None = None, repeats: int = 10) -> float:
+    """The float32 FLOP/s of a large jitted matmul (n x n by n x n; default --matmul_size) on the
+    default device, timed once per process: the rate the model's FLOPs are measured against where
+    no peak is known."""
     import jax
     import jax.numpy as jnp
 
+    n = n or MATMUL_SIZE[0]
     if n not in _MATMUL:
         a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
         _MATMUL[n] = 2 * n**3 / timeit(jax.jit(jnp.matmul), a, b, repeats=repeats)
@@ -437,6 +440,12 @@ def parse_args(argv):
         help="run the groups once per C allocator (e.g. system,mimalloc), each in its own "
         "process, rows side by side (default: this process's, MDM_ALLOCATOR)",
     )
+    parser.add_argument(
+        "--matmul_size",
+        type=int,
+        default=2048,
+        help="train and sampler groups: n of the n x n float32 matmul whose FLOP/s the model's are measured against",
+    )
     parser.add_argument("--out", default=None, help="the JSON (default runs/benchmarks/benchmarks_<backend>.json)")
     parser.add_argument(
         "--save", action="store_true", help="write the JSON to the committed benchmarks/results/ (default: runs/)"
@@ -459,6 +468,7 @@ def parse_args(argv):
         ("workers", args.workers),
         ("sampler_batch", args.sampler_batch),
         ("examples", args.examples),
+        ("matmul_size", args.matmul_size),
         *(("batches", b) for b in args.batch_list),
     ):
         if value <= 0:
@@ -501,6 +511,7 @@ def rows_per_allocator(argv: list[str], allocators: list[str]) -> list[dict]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    MATMUL_SIZE[0] = args.matmul_size
     chosen = [g for g in GROUPS if getattr(args, g)] or list(GROUPS)
 
     from mdm import checkpoint, cli, data

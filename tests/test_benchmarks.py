@@ -49,6 +49,8 @@ def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
         "0.5",
         "--input_batch",
         "64",
+        "--matmul_size",
+        "256",
         "--out",
         str(out),
     )
@@ -82,7 +84,17 @@ def test_allocators_side_by_side(data_dir, tmp_path):
 
     out = tmp_path / "alloc.json"
     result = run(
-        "--train", "--presets", "sudoku:tiny", "--train_steps", "2", "--allocators", "system,auto", "--out", str(out)
+        "--train",
+        "--presets",
+        "sudoku:tiny",
+        "--train_steps",
+        "2",
+        "--matmul_size",
+        "256",
+        "--allocators",
+        "system,auto",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
