@@ -126,6 +126,20 @@ def _apply_rotary(x_BxLxHxK: jax.Array, cos_LxK: jax.Array, sin_LxK: jax.Array) 
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
+def attention(q_BxLxHxK: jax.Array, k_BxLxHxK: jax.Array, v_BxLxHxK: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """Softmax attention, the computation of jax.nn.dot_product_attention's XLA path (logits
+    scaled after the product, the bias added, softmax in float32), with the heads moved in front
+    before the two products: batched matmuls over leading [B, H] run about 10% faster in a
+    training step on XLA:CPU (python -m benchmarks --train; docs/results.md)."""
+    q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = (jnp.swapaxes(x, 1, 2) for x in (q_BxLxHxK, k_BxLxHxK, v_BxLxHxK))
+    logits_BxHxLxL = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK, k_BxHxLxK, preferred_element_type=jnp.float32)
+    logits_BxHxLxL = logits_BxHxLxL * jnp.float32(1 / np.sqrt(q_BxLxHxK.shape[-1]))
+    if bias is not None:
+        logits_BxHxLxL = logits_BxHxLxL + bias.astype(jnp.float32)
+    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
+    return jnp.swapaxes(jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxLxL, v_BxHxLxK), 1, 2)
+
+
 RELATION_MODES = ("none", "bias", "heads")
 # Learned relation biases are this multiple of their parameter: from zero, Adam moves a
 # parameter by about lr per step, and a bias must reach a few nats to steer attention.
@@ -165,7 +179,7 @@ class Block(nnx.Module):
         if rotary is not None:
             q_BxLxHxK = _apply_rotary(q_BxLxHxK, *rotary)
             k_BxLxHxK = _apply_rotary(k_BxLxHxK, *rotary)
-        y_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias=bias_1xHxLxL)
+        y_BxLxHxK = attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_1xHxLxL)
         x_BxLxD = x_BxLxD + self.attn_out(y_BxLxHxK.reshape(b, length, d))
         h_BxLxM = jax.nn.gelu(self.mlp_in(self.norm_mlp(x_BxLxD)))
         return x_BxLxD + self.mlp_out(h_BxLxM)

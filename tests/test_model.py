@@ -179,3 +179,28 @@ def test_relation_heads_see_only_related_positions():
         _maze_relations("heads", heads=2)
     with pytest.raises(ValueError, match="relations"):
         ModelConfig(vocab_size=9, length=8, width=32, heads=2, relations="bias")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_equals_jax_dot_product_attention(dtype, with_bias):
+    from mdm.model import attention
+
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 7, 3, 8), jnp.dtype(dtype))
+    bias = None
+    if with_bias:  # one head restricted, as peer heads are; a -1e9 bias like the model's
+        allowed = jax.random.bernoulli(jax.random.key(1), 0.5, (7, 7)) | jnp.eye(7, dtype=bool)
+        bias = jnp.stack([jnp.where(allowed, 0.0, -1e9), jnp.zeros((7, 7)), jnp.zeros((7, 7))])[None].astype(dtype)
+    ours, theirs = attention(q, k, v, bias), jax.nn.dot_product_attention(q, k, v, bias=bias)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_allclose(
+        np.asarray(ours, np.float32), np.asarray(theirs, np.float32), atol=1e-6 if dtype == "float32" else 2e-2
+    )
+    grads = [
+        jax.grad(lambda q, k, v: (f(q, k, v, bias).astype(jnp.float32) ** 2).sum(), argnums=(0, 1, 2))(q, k, v)
+        for f in (attention, lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b))
+    ]
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-5 if dtype == "float32" else 0.1
+        )
