@@ -27,7 +27,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mdm.cli import STUDY_CONFIG, define_process_flags, parse_flags, quiet_libraries
-from mdm.sampling import RULE_PARAMS, SamplerConfig
+from mdm.settings import RULE_PARAMS, SamplerConfig
 
 _WORKDIR = flags.DEFINE_string(
     "workdir",
@@ -166,9 +166,34 @@ def _numbers(name, values, cast):
         raise ValueError(f"--{name} takes a comma-separated list of numbers, not {','.join(values)!r}") from None
 
 
+def settings_from_flags(schedule: str = "linear") -> list[SamplerConfig]:
+    """The settings the flags ask for; ValueError names a bad flag (no JAX needed)."""
+    if _BATCH.value < 1 or _EXAMPLES.value < 0:
+        raise ValueError("--batch_size must be >= 1 and --examples >= 0")
+    values = {
+        "gamma": _numbers("gamma", _GAMMA.value, float),
+        "k": _numbers("k", _K.value, int),
+        "tau": _numbers("tau", _TAU.value, float),
+        "steps": _numbers("steps", _STEPS.value, int),
+    }
+    return sampler_settings(
+        _SAMPLER.value,
+        values,
+        _PROXY.value,
+        temperature=_TEMPERATURE.value,
+        top_p=_TOP_P.value,
+        block_size=_BLOCK.value,
+        schedule=schedule,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
+    try:  # bad flags fail here, before JAX starts
+        settings_from_flags()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     quiet_libraries()
     from mdm import checkpoint, distributed, loading, metrics, report, sampling, stats, study
 
@@ -177,8 +202,6 @@ def main(argv):
         primary = distributed.is_primary()
         if not primary:  # every process samples its share; process 0 reports and writes
             sys.stdout = open(os.devnull, "w")
-        if _BATCH.value < 1 or _EXAMPLES.value < 0:
-            raise ValueError("--batch_size must be >= 1 and --examples >= 0")
         if loading.is_exact(_WORKDIR.value):
             model_fn, config = loading.load_exact(_WORKDIR.value)
             out_dir = _OUT.value or f"runs/exact_{config.data.name}"
@@ -194,21 +217,7 @@ def main(argv):
                 f"the {task.name} task is judged by KL(q || p), which is undefined at "
                 f"--temperature 0 (each prompt then gets one answer); use --temperature 1"
             )
-        values = {
-            "gamma": _numbers("gamma", _GAMMA.value, float),
-            "k": _numbers("k", _K.value, int),
-            "tau": _numbers("tau", _TAU.value, float),
-            "steps": _numbers("steps", _STEPS.value, int),
-        }
-        settings = sampler_settings(
-            _SAMPLER.value,
-            values,
-            _PROXY.value,
-            temperature=_TEMPERATURE.value,
-            top_p=_TOP_P.value,
-            block_size=_BLOCK.value,
-            schedule=config.diffusion.schedule,
-        )
+        settings = settings_from_flags(config.diffusion.schedule)
         if _PUZZLE.value:
             from mdm import data
 

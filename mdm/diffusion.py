@@ -8,7 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-SCHEDULES = ("linear", "cosine", "polynomial")
+from mdm.settings import SCHEDULES
+
 WEIGHTINGS = ("elbo", "flat")
 
 

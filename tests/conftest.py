@@ -1,7 +1,10 @@
 """Shared fixtures: tiny data sets in a per-session temporary data_dir, wandb off."""
 
+import fcntl
 import getpass
 import os
+import pathlib
+import shutil
 import tempfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -39,6 +42,24 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked slow (over 20 s each on 2 cores) run first: xdist hands out tests in this
     order, so the workers do not end with one long test running alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def shared_path(tmp_path_factory, name: str, make) -> pathlib.Path:
+    """A folder made once per test run, shared by every xdist worker: the first worker to ask
+    runs make(path) under a file lock, the others wait and reuse it. Under xdist the workers'
+    temporary folders share a parent that is new for each run; without xdist it is this
+    session's own."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / ".made").exists():
+            shutil.rmtree(path, ignore_errors=True)  # a worker that failed half-way
+            path.mkdir()
+            make(path)
+            (path / ".made").touch()
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import shared_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -17,16 +18,20 @@ def run(args, data_dir, timeout=300, **env):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-TRAINED = {}
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir(data_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "run"
-    out = run(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path}"], data_dir)
-    assert out.returncode == 0, out.stderr[-3000:]
-    TRAINED["stdout"] = out.stdout
-    return str(path)
+    """One tiny trained run for every test here, made once per test run (not per worker)."""
+
+    def make(path):
+        out = run(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path / 'run'}"], data_dir)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (path / "train_stdout.txt").write_text(out.stdout)
+
+    return str(shared_path(tmp_path_factory, "cli_run", make) / "run")
+
+
+def train_stdout(workdir) -> str:
+    return (pathlib.Path(workdir).parent / "train_stdout.txt").read_text()
 
 
 def fast_allocator() -> str:
@@ -36,7 +41,7 @@ def fast_allocator() -> str:
 
 
 def test_entry_points_run_under_the_fast_allocator_and_it_turns_off(workdir, data_dir):
-    assert f"allocator {fast_allocator()};" in TRAINED["stdout"]
+    assert f"allocator {fast_allocator()};" in train_stdout(workdir)
     args = ["sample.py", f"--workdir={workdir}", "--gamma", "1", "--examples", "4", "--batch_size", "4"]
     on = run(args, data_dir)
     assert on.returncode == 0, on.stderr[-3000:]
@@ -117,6 +122,15 @@ def test_bad_input(workdir, data_dir, args, message):
     out = run(["sample.py", f"--workdir={workdir}", *args], data_dir)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+def test_bad_flags_fail_before_jax_starts(tmp_path, data_dir):
+    fake = tmp_path / "jax"  # a jax that cannot be imported: the flags must fail first
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('jax was imported')")
+    for args, message in [(["--gamma", "-1"], "gamma must be >= 0"), (["--k", "x"], "--k takes")]:
+        out = run(["sample.py", f"--workdir={tmp_path}", *args], data_dir, PYTHONPATH=str(tmp_path))
+        assert out.returncode != 0 and message in out.stderr and "jax was imported" not in out.stderr
 
 
 def test_missing_checkpoint_names_the_train_command(tmp_path, data_dir):
