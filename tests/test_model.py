@@ -196,10 +196,11 @@ def test_attention_equals_jax_dot_product_attention(dtype, with_bias):
     np.testing.assert_allclose(
         np.asarray(ours, np.float32), np.asarray(theirs, np.float32), atol=1e-6 if dtype == "float32" else 2e-2
     )
-    grads = [
-        jax.grad(lambda q, k, v: (f(q, k, v, bias).astype(jnp.float32) ** 2).sum(), argnums=(0, 1, 2))(q, k, v)
-        for f in (attention, lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b))
-    ]
+
+    def grads(f):
+        return jax.grad(lambda q, k, v: (f(q, k, v, bias).astype(jnp.float32) ** 2).sum(), argnums=(0, 1, 2))(q, k, v)
+
+    grads = [grads(attention), grads(lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b))]
     for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(
             np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-5 if dtype == "float32" else 0.1
