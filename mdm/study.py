@@ -245,6 +245,7 @@ def dependence_tests(
     batch: int = 64,
     seed: int = 0,
     limit: int | None = None,
+    progress: bool = False,
 ) -> dict[str, list[dict]]:
     """Where each failure comes from, per setting (outputs: setting -> sampler output): one row
     per example with a wrong token, the first `limit` of them per setting (a test whose labels
@@ -266,7 +267,10 @@ def dependence_tests(
     - top1_from_state_solves: top-1 (the setting's proxy) run to the end from that state
       solves the example.
     Also w's probability and entropy when it was unmasked, whether it had the set's largest
-    entropy (the one member the bound sum(H) - max(H) leaves out), and same-step conflicts."""
+    entropy (the one member the bound sum(H) - max(H) leaves out), and same-step conflicts.
+    `progress`: a bar over the stages (the replay's ranks, the placebo, top-1 from the states)."""
+    from tqdm.auto import tqdm
+
     failures = []  # (setting, its output, first wrong set)
     for cfg, out in outputs.items():
         if cfg.ranking == "random" or cfg.temperature > 0:
@@ -292,6 +296,9 @@ def dependence_tests(
         wrong = np.isin(order, c["wrong"])
         h = stats.entropy(probs[i, order], -1)
         cases.append({"order": order, "first": int(np.argmax(wrong)), "last": int(np.flatnonzero(wrong)[-1]), "h": h})
+    bases = list(dict.fromkeys(top1_for(cfg) for cfg, _, _ in failures))
+    stages = max(c["last"] for c in cases) + 2 + len(bases)  # replay ranks, placebo, top-1 runs
+    bar = tqdm(total=stages, desc=f"dependence ({len(failures)} failures)", disable=not progress)
 
     # The sequential replay, rank by rank; a failure stops at its first wrong replay token.
     replay = contexts.copy()
@@ -301,6 +308,7 @@ def dependence_tests(
         live = [i for i, c in enumerate(cases) if right_so_far[i] and rank <= c["last"]]
         if not live:
             break
+        bar.update()
         p = probs[live] if rank == 0 else _probs_of(model_fn, replay[live], answers[live], mask_id, batch)
         for j, i in enumerate(live):
             pos = cases[i]["order"][rank]
@@ -311,6 +319,8 @@ def dependence_tests(
                 fixed_first[i] = right_so_far[i]
 
     # The placebo: as many right tokens as the replay reveals before w, outside the set.
+    bar.n = stages - len(bases) - 1  # the replay stops early once every failure is decided
+    bar.update()
     rng = np.random.default_rng(seed)
     placebo_rows, placebo_of = [], []
     for i, c in enumerate(cases):
@@ -332,11 +342,13 @@ def dependence_tests(
 
     # top-1 from each state, one run per baseline (settings of one proxy share it)
     top1 = np.zeros(len(failures), bool)
-    for base in dict.fromkeys(top1_for(cfg) for cfg, _, _ in failures):
+    for base in bases:
         idx = np.array([i for i, (cfg, _, _) in enumerate(failures) if top1_for(cfg) == base])
         top1[idx] = _top1_from(
             model_fn, split, examples[idx], contexts[idx], (answers & ~before)[idx], base, batch, seed
         )
+        bar.update()
+    bar.close()
 
     for i, ((cfg, out, c), case) in enumerate(zip(failures, cases, strict=True)):
         order, first = case["order"], case["first"]
@@ -546,6 +558,7 @@ def run_study(
         study.batch_size,
         study.seed,
         study.get("dependence_failures", None),
+        progress=progress,
     )
     dependence = [stats.dependence_summary(name, rows) for name, rows in cases.items()]
     case_rows = [{"setting": name, **r} for name, rows in cases.items() for r in rows]

@@ -383,6 +383,16 @@ def test_dependence_test_reports_a_parallel_error_when_the_set_mate_fixes_it():
     assert (summary["parallel"], summary["testable"], summary["set_of_one"], summary["placebo_fixes"]) == (1, 1, 1, 0)
 
 
+def test_dependence_tests_show_a_progress_bar_over_their_stages(capsys):
+    split, out = _dependence_case()
+    plain = study.dependence_tests(_fake(True), split, {EB: out}, mask_id=3, batch=4)
+    assert "dependence" not in capsys.readouterr().err
+    shown = study.dependence_tests(_fake(True), split, {EB: out}, mask_id=3, batch=4, progress=True)
+    err = capsys.readouterr().err
+    assert "dependence (2 failures)" in err and "4/4" in err  # 2 replay ranks, the placebo, one top-1 run
+    assert shown == plain
+
+
 def test_dependence_test_reports_a_model_error_when_the_model_is_wrong_anyway():
     split, out = _dependence_case()
     rows = study.dependence_test(_fake(False), split, out, EB, mask_id=3, batch=4)
