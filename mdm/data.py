@@ -7,6 +7,7 @@ Examples are generated once, in parallel worker processes, then read back into n
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import math
 import multiprocessing
@@ -195,7 +196,16 @@ def load(
     b = builder(name, data_dir, train_size, test_size, validation_size)
     if split not in b.spec.sizes():
         raise ValueError(f"data set {name!r} has no {split!r} split; it has {', '.join(b.spec.sizes())}")
-    b.download_and_prepare()
+    if not b.is_prepared():
+        # Processes that find the data set missing at once take turns: the first generates it,
+        # the others wait and then read its files (without the lock the second one's rename
+        # onto the finished folder failed).
+        root = pathlib.Path(data_dir or default_data_dir())
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".{b.builder_config.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            b = builder(name, data_dir, train_size, test_size, validation_size)  # maybe made meanwhile
+            b.download_and_prepare()
     source = b.as_data_source(split=split)
     records = source.__getitems__(list(range(len(source))))
     fields = {k: np.stack([r[k] for r in records]) for k in records[0]}

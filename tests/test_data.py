@@ -1,3 +1,8 @@
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,6 +23,37 @@ def test_tfds_build_and_read_back(data_dir):
     assert (train.task.check(train.tokens, train.tokens, train.answer_mask)["solved"]).all()
     again = data.load("sudoku", "train", data_dir, train_size=600, test_size=500, validation_size=100)  # from disk
     assert (again.tokens == train.tokens).all()
+
+
+def test_processes_that_find_a_data_set_missing_at_once_take_turns(tmp_path):
+    """Two trainings started at once on a fresh machine (or two test workers): one generates,
+    the other waits and reads the same files (without the lock its rename failed)."""
+    script = (
+        "import sys\n"
+        "from mdm import data\n"
+        "if __name__ == '__main__':\n"
+        "    split = data.load('maze5', 'test', sys.argv[1], 300, 300, 300)\n"
+        "    print(int(split.tokens.sum()))\n"
+    )
+    (tmp_path / "load.py").write_text(script)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "load.py"), str(tmp_path / "data")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    sums = [out.split()[-1] for out, _ in outputs]  # tfds prints its progress first
+    assert sums[0] == sums[1] and int(sums[0]) > 0
+    assert not list((tmp_path / "data").rglob("*incomplete*"))
 
 
 def test_maze_dataset(data_dir):
