@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 # One persistent XLA compilation cache for every test, xdist worker and subprocess: the tiny
@@ -40,8 +41,16 @@ import pytest  # noqa: E402
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked slow (over 20 s each on 2 cores) run first: xdist hands out tests in this
-    order, so the workers do not end with one long test running alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    order, so the workers do not end with one long test running alone. Tests marked
+    background run last: their commands started with the run and have had time to finish."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("background") is not None, item.get_closest_marker("slow") is None)
+    )
+
+
+def _shared_root(tmp_path_factory) -> pathlib.Path:
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def shared_path(tmp_path_factory, name: str, make) -> pathlib.Path:
@@ -49,8 +58,7 @@ def shared_path(tmp_path_factory, name: str, make) -> pathlib.Path:
     runs make(path) under a file lock, the others wait and reuse it. Under xdist the workers'
     temporary folders share a parent that is new for each run; without xdist it is this
     session's own."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = _shared_root(tmp_path_factory)
     path = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -62,8 +70,37 @@ def shared_path(tmp_path_factory, name: str, make) -> pathlib.Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _start_background_jobs(request, tmp_path_factory):
+    """Starts the commands of tests marked `background` (tests that mostly wait) when the
+    first xdist worker starts, once per run: their waiting overlaps the other tests instead
+    of holding a worker idle. The test itself then only collects the result (background_job)."""
+    for item in request.session.items:
+        marker = item.get_closest_marker("background")
+        if marker is not None:
+            name = item.originalname
+            start = marker.args[0]
+            shared_path(tmp_path_factory, f"background_{name}", lambda path, start=start: start(path))
+
+
+@pytest.fixture
+def background_job(request, tmp_path_factory):
+    """The folder of this test's background command (see _start_background_jobs), once its
+    `done` file is there: the command writes its outputs, logs and exit codes into it."""
+    name = request.node.originalname
+    path = _shared_root(tmp_path_factory) / f"background_{name}"
+    deadline = time.time() + 600
+    while not (path / "done").exists():
+        if time.time() > deadline:
+            pytest.fail(f"the background command of {name} did not finish in 600 s")
+        time.sleep(0.2)
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
+    """One data folder for every xdist worker: each tiny data set is generated once per run
+    (processes that find one missing take turns, mdm.data.load)."""
+    path = shared_path(tmp_path_factory, "tfds", lambda path: None)
     os.environ["MDM_DATA_DIR"] = str(path)
     return str(path)

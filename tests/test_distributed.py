@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shlex
 import signal
 import socket
 import subprocess
@@ -96,16 +97,43 @@ def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
         assert (fill_step == alone["fill_step"]).all()
 
 
-@pytest.mark.slow
-def test_processes_far_apart_at_their_first_collective_wait_for_each_other(tmp_path):
+def _start_skew(path: pathlib.Path) -> None:
+    """The two `skew` processes, detached (they wait 35 s): outputs in path/out, each one's
+    log and exit code in path/log<i> and path/rc<i>, then path/done."""
+    (path / "out").mkdir()
+    port = _free_port()
+    workers = [
+        " ".join(
+            shlex.quote(str(a))
+            for a in (
+                sys.executable,
+                ROOT / "tests" / "multihost_worker.py",
+                "skew",
+                port,
+                i,
+                2,
+                path / "run",
+                path / "out",
+            )
+        )
+        + f" > log{i} 2>&1; echo $? > rc{i}"
+        for i in range(2)
+    ]
+    script = " & ".join(f"({w})" for w in workers) + " & wait; touch done"
+    env = dict(os.environ, WANDB_MODE="disabled")
+    subprocess.Popen(["sh", "-c", script], cwd=path, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.background.with_args(_start_skew)
+def test_processes_far_apart_at_their_first_collective_wait_for_each_other(background_job):
     """Compiling a step can take one loaded process much longer than another: after
     distributed.connect the first real collective waits (without it gloo's 30 s set-up limit
-    failed the run)."""
-    out = tmp_path / "out"
-    out.mkdir()
-    _run_two("skew", tmp_path / "run", out)
+    failed the run). The processes start with the test run (conftest.background_job)."""
+    for pid in range(2):
+        rc = (background_job / f"rc{pid}").read_text().strip()
+        assert rc == "0", f"process {pid} (exit {rc}):\n" + (background_job / f"log{pid}").read_text()[-6000:]
     for pid in range(2):  # rows of 1s from process 0 and 2s from process 1
-        np.testing.assert_allclose(_load(out / f"skew_{pid}.npz")[0], 1.5)
+        np.testing.assert_allclose(_load(background_job / "out" / f"skew_{pid}.npz")[0], 1.5)
 
 
 def test_two_processes_generate_a_missing_data_set_once_and_read_the_same(tmp_path):
