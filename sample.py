@@ -2,7 +2,8 @@
 
 Evaluates every setting on the test split (--split validation: where settings are chosen) and
 prints one row each (solve rate, token accuracy, NFE, speed-ups against top-1 with the same
-proxy); rows also go to
+proxy), the top-1 baselines they are against first (`--gamma 0` adds EB at gamma=0, which is
+not top-1: it also unmasks every further token whose entropy is exactly 0); rows also go to
 <workdir>/sample_results.{csv,json}. `--puzzle <81 chars>` solves one typed-in Sudoku.
 `--study` runs the whole study (configs/study.py grids) and writes results.csv, frontier.png,
 bound.png, tightness.png, limit.png and report.md into the workdir.
@@ -159,6 +160,15 @@ def solve_one(model_fn, task, text: str, cfg: SamplerConfig, seed: int = 0) -> t
     return header + "\n" + task.render(out["tokens"][0], answer_mask, out["fill_step"][0]), solved
 
 
+def with_baselines(settings: list[SamplerConfig]) -> list[SamplerConfig]:
+    """The settings after the top-1 baselines they are compared against (each once, and only
+    those not asked for): the table's first rows say what the speed-ups are relative to."""
+    from mdm import study
+
+    baselines = dict.fromkeys(study.top1_for(cfg) for cfg in settings)
+    return [b for b in baselines if b not in settings] + settings
+
+
 def _numbers(name, values, cast):
     try:
         return [cast(v) for v in values]
@@ -285,7 +295,9 @@ def main(argv):
             split = split.take(slice(0, _EXAMPLES.value))
         rows, outputs, kl = [], {}, []
         if not task.scored_by_likelihood:
-            rows, outputs = study.run_settings(model_fn, split, settings, _BATCH.value, _SEED.value, _REFILL.value)
+            rows, outputs = study.run_settings(
+                model_fn, split, with_baselines(settings), _BATCH.value, _SEED.value, _REFILL.value
+            )
         if exact.has_truth(task) and _TEMPERATURE.value > 0:
             kl, kl_outputs = exact.kl_rows(model_fn, split, settings, _BATCH.value, _SEED.value)
             outputs = outputs or kl_outputs

@@ -1,5 +1,6 @@
 """End to end: train.py then sample.py on a tiny config, and each bad input of sample.py."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -52,11 +53,12 @@ def test_entry_points_run_under_the_fast_allocator_and_it_turns_off(workdir, dat
 
 
 @pytest.mark.slow
-def test_sample_table_and_files(workdir, data_dir):
+def test_sample_table_and_files(workdir, data_dir, tmp_path):
     out = run(
         [
             "sample.py",
             f"--workdir={workdir}",
+            f"--out={tmp_path}",  # other tests sample from the same shared workdir
             "--gamma",
             "0,1",
             "--proxy",
@@ -69,10 +71,13 @@ def test_sample_table_and_files(workdir, data_dir):
         data_dir,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    for setting in ("eb gamma=0 (confidence)", "eb gamma=1 (entropy)"):
-        assert setting in out.stdout
+    # Each top-1 baseline is a row of its own, before the settings compared against it.
+    order = ["topk k=1 (confidence)", "topk k=1 (entropy)", "eb gamma=0 (confidence)", "eb gamma=1 (entropy)"]
+    assert [out.stdout.index(setting) for setting in order] == sorted(out.stdout.index(s) for s in order)
     assert "NFE x" in out.stdout
-    assert (pathlib.Path(workdir) / "sample_results.csv").exists()
+    rows = json.loads((tmp_path / "sample_results.json").read_text())
+    assert [r["setting"] for r in rows][:2] == order[:2] and len(rows) == 6
+    assert all(r["nfe_speedup"] == 1 and r["mean_nfe"] == 51 for r in rows[:2])
     other = run(
         [
             "sample.py",
