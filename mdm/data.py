@@ -6,6 +6,8 @@ Examples are generated once, in parallel worker processes, then read back into n
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import fcntl
 import functools
@@ -75,7 +77,9 @@ def generate_splits(
     seen: set[str] = set()
     out = {}
     ctx = multiprocessing.get_context("spawn")  # fork after JAX starts its threads is unsafe
-    pool = ctx.Pool(workers) if workers > 1 else None
+    # An executor, not multiprocessing.Pool: a worker that dies (e.g. one that cannot import the
+    # caller's script, below) fails the call instead of being restarted forever.
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else None
     try:
         for split in ("test", "train", "validation"):
             if split not in sizes:
@@ -87,7 +91,7 @@ def generate_splits(
                 wanted = math.ceil((size - kept) * 1.01 / CHUNK) if next_chunk else math.ceil(size / CHUNK)
                 jobs = [(spec, SPLIT_IDS[split], next_chunk + j) for j in range(wanted)]
                 next_chunk += wanted
-                chunks = pool.imap(_run_chunk, jobs) if pool else map(_run_chunk, jobs)
+                chunks = pool.map(_run_chunk, jobs) if pool else map(_run_chunk, jobs)
                 before = kept
                 for chunk in chunks:
                     fresh = np.array([k not in seen and not seen.add(k) for k in chunk["key"]])
@@ -104,9 +108,15 @@ def generate_splits(
                     )
             bar.close()
             out[split] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    except concurrent.futures.process.BrokenProcessPool:
+        raise RuntimeError(
+            "the data generation's worker processes died; if a script of yours generates data, "
+            "put its code under `if __name__ == '__main__':` (the workers are spawned and import "
+            "the script again), or generate with one worker"
+        ) from None
     finally:
         if pool:
-            pool.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
     return out
 
 
@@ -197,6 +207,10 @@ def load(
     if split not in b.spec.sizes():
         raise ValueError(f"data set {name!r} has no {split!r} split; it has {', '.join(b.spec.sizes())}")
     if not b.is_prepared():
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # A spawned generation worker importing a script without a main guard: it would wait
+            # on the lock its parent holds. Dying makes the parent's pool report it (below).
+            raise RuntimeError("a data generation worker imported a script that generates data")
         # Processes that find the data set missing at once take turns: the first generates it,
         # the others wait and then read its files (without the lock the second one's rename
         # onto the finished folder failed).

@@ -56,6 +56,24 @@ def test_processes_that_find_a_data_set_missing_at_once_take_turns(tmp_path):
     assert not list((tmp_path / "data").rglob("*incomplete*"))
 
 
+def test_a_script_without_a_main_guard_gets_an_error_not_a_hang(tmp_path):
+    """Spawned workers import the caller's script again; one that generates data at import
+    time made every worker die at start, and multiprocessing.Pool restarted them forever."""
+    (tmp_path / "script.py").write_text(
+        f"from mdm import data\ndata.load('maze5', 'test', {str(tmp_path / 'data')!r}, 300, 300, 300)\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py")],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "put its code under `if __name__ == '__main__':`" in out.stderr
+
+
 def test_maze_dataset(data_dir):
     test = data.load("maze5", "test", data_dir, train_size=500, test_size=500)
     assert test.tokens.shape == (500, 101)
