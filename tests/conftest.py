@@ -78,9 +78,7 @@ def _start_background_jobs(request, tmp_path_factory):
     for item in request.session.items:
         marker = item.get_closest_marker("background")
         if marker is not None:
-            name = item.originalname
-            start = marker.args[0]
-            shared_path(tmp_path_factory, f"background_{name}", lambda path, start=start: start(path))
+            shared_path(tmp_path_factory, f"background_{item.originalname}", marker.args[0])
 
 
 @pytest.fixture

@@ -26,21 +26,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _worker_argv(mode: str, port: int, process_id: int, workdir, out) -> list[str]:
+    """One of two tests/multihost_worker.py processes."""
+    args = (ROOT / "tests" / "multihost_worker.py", mode, port, process_id, 2, workdir, out)
+    return [sys.executable, *map(str, args)]
+
+
 def _start_two(mode: str, workdir, out, **env_vars) -> list[subprocess.Popen]:
     port = _free_port()
     env = dict(os.environ, WANDB_MODE="disabled", **env_vars)
     return [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "multihost_worker.py"),
-                mode,
-                str(port),
-                str(i),
-                "2",
-                str(workdir),
-                str(out),
-            ],
+            _worker_argv(mode, port, i, workdir, out),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -103,20 +100,7 @@ def _start_skew(path: pathlib.Path) -> None:
     (path / "out").mkdir()
     port = _free_port()
     workers = [
-        " ".join(
-            shlex.quote(str(a))
-            for a in (
-                sys.executable,
-                ROOT / "tests" / "multihost_worker.py",
-                "skew",
-                port,
-                i,
-                2,
-                path / "run",
-                path / "out",
-            )
-        )
-        + f" > log{i} 2>&1; echo $? > rc{i}"
+        shlex.join(_worker_argv("skew", port, i, path / "run", path / "out")) + f" > log{i} 2>&1; echo $? > rc{i}"
         for i in range(2)
     ]
     script = " & ".join(f"({w})" for w in workers) + " & wait; touch done"
