@@ -264,3 +264,17 @@ def test_position_groups_give_the_twenty_peers():
     shares = (groups[:, :, None] == groups[:, None, :]).any(0)
     assert (shares.sum(1) == 21).all()  # 20 peers + the cell itself
     assert all(set(np.flatnonzero(shares[c])) - {c} == set(sudoku.PEERS[c]) for c in range(81))
+
+
+def test_the_generator_draws_the_same_puzzles_for_the_same_seed():
+    """Generated data sets are identified by their seed and size: a change to the solver may
+    make it faster but must not change a single puzzle, solution or singles depth (digest taken
+    from the generator as the shipped data sets and published figures were made with)."""
+    import hashlib
+
+    puzzles, solutions = sudoku.generate(60, np.random.default_rng(7))
+    minimal, minimal_solutions = sudoku.generate(20, np.random.default_rng(8), minimal=True)
+    depth = sudoku.singles_depth(puzzles).astype(np.int32)
+    parts = (puzzles, solutions, minimal, minimal_solutions, depth)
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in parts)).hexdigest()
+    assert digest[:16] == "de9c268dc3e9db63"

@@ -49,45 +49,55 @@ def candidates(grid: np.ndarray) -> np.ndarray:
 
 
 def _once_twice(unit_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[n, 27, 9] bitmasks -> (bits seen at least once, bits seen at least twice) per unit."""
-    once = np.zeros(unit_bits.shape[:2], unit_bits.dtype)
+    """[9, 27, n] bitmasks (a unit's 9 cells first) -> (bits seen at least once, bits seen at
+    least twice) per unit, [27, n] each. Cell-major, so that each cell's slab is contiguous:
+    few rows (the search's long tail) take one prefix-OR, many a loop over the 9 slabs (numpy's
+    accumulate is slow on large arrays)."""
+    if unit_bits.shape[-1] < 64:
+        prefix = np.bitwise_or.accumulate(unit_bits, axis=0)
+        return prefix[-1], np.bitwise_or.reduce(unit_bits[1:] & prefix[:-1], axis=0)
+    once = unit_bits[0].copy()
     twice = np.zeros_like(once)
-    for k in range(9):
-        twice |= once & unit_bits[:, :, k]
-        once |= unit_bits[:, :, k]
+    for k in range(1, 9):
+        twice |= once & unit_bits[k]
+        once |= unit_bits[k]
     return once, twice
 
 
-def _sweep(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One round of naked + hidden single propagation. Returns (cand, contradiction)."""
-    single = POPCOUNT[cand] == 1
-    single_once, single_twice = _once_twice(np.where(single, cand, 0)[:, UNITS])
-    clash = (single_twice != 0).any(1)  # two equal singles in one unit
+def _sweep(cand_T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One round of naked + hidden single propagation on cell-major [81, n] candidates.
+    Returns (cand [81, n], contradiction [n])."""
+    single = POPCOUNT[cand_T] == 1
+    single_once, single_twice = _once_twice(np.where(single, cand_T, 0)[UNITS.T])
+    clash = (single_twice != 0).any(0)  # two equal singles in one unit
     # A cell's own single bit is in its units' OR, but only non-single cells are pruned.
-    peer_bits = _or_reduce(single_once[:, CELL_UNITS], 2)
-    cand = np.where(single, cand, cand & ~peer_bits)
-    once, twice = _once_twice(cand[:, UNITS])
-    missing = (once != ALL).any(1)  # some digit has no place left in a unit
-    hidden = _or_reduce((once & ~twice)[:, CELL_UNITS], 2)  # digits with one place, per cell
-    forced = cand & hidden
-    clash |= (POPCOUNT[forced] > 1).any(1)  # one cell is the only place of two digits
-    cand = np.where(forced != 0, forced, cand)
-    contradiction = clash | missing | (cand == 0).any(1)
-    return cand, contradiction
+    peer_bits = _or_reduce(single_once[CELL_UNITS.T], 0)
+    cand_T = np.where(single, cand_T, cand_T & ~peer_bits)
+    once, twice = _once_twice(cand_T[UNITS.T])
+    missing = (once != ALL).any(0)  # some digit has no place left in a unit
+    hidden = _or_reduce((once & ~twice)[CELL_UNITS.T], 0)  # digits with one place, per cell
+    forced = cand_T & hidden
+    clash |= (POPCOUNT[forced] > 1).any(0)  # one cell is the only place of two digits
+    cand_T = np.where(forced != 0, forced, cand_T)
+    contradiction = clash | missing | (cand_T == 0).any(0)
+    return cand_T, contradiction
 
 
 def propagate(cand: np.ndarray) -> np.ndarray:
-    """Singles to a fixpoint; a contradictory row comes back all zeros."""
-    cand = cand.copy()
-    rows = np.arange(len(cand))
-    while rows.size:
-        before = cand[rows]
+    """Singles to a fixpoint on [N, 81] candidates; a contradictory row comes back all zeros.
+    Works cell-major ([81, N]); rows drop out as they settle."""
+    cand_T = np.ascontiguousarray(cand.T)
+    rows = None  # None: all of them (no gather on the first sweep)
+    while rows is None or rows.size:
+        before = cand_T if rows is None else cand_T[:, rows]
         after, contradiction = _sweep(before)
-        after[contradiction] = 0
-        cand[rows] = after
-        changed = (after != before).any(1) & ~contradiction
-        rows = rows[changed]
-    return cand
+        after[:, contradiction] = 0
+        if rows is None:
+            cand_T, rows = after, np.arange(after.shape[1])
+        else:
+            cand_T[:, rows] = after
+        rows = rows[(after != before).any(0) & ~contradiction]
+    return np.ascontiguousarray(cand_T.T)
 
 
 def search(cand: np.ndarray, limit: int = 2, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -219,8 +229,8 @@ def singles_depth(puzzles: np.ndarray) -> np.ndarray:
         blank = g == 0
         cand = np.where(blank, cand, 0)
         naked = blank & (POPCOUNT[cand] == 1)
-        once, twice = _once_twice(cand[:, UNITS])
-        hidden = cand & _or_reduce((once & ~twice)[:, CELL_UNITS], 2)
+        once, twice = _once_twice(cand.T[UNITS.T])
+        hidden = cand & _or_reduce((once & ~twice)[CELL_UNITS.T], 0).T
         value = np.where(naked, cand, np.where(POPCOUNT[hidden] == 1, hidden, 0))
         stuck = ~(value != 0).any(1)
         g = np.where(value != 0, BIT_TO_DIGIT[value], g)
