@@ -119,12 +119,7 @@ def examples_for(config, dataset: str = "", puzzle_file: str = "", split: str = 
     if puzzle_file:
         tokens, answer_mask, summary = task.read_file(puzzle_file)
         return puzzle_file, data.Split(tokens, answer_mask, {}, task), f"{puzzle_file}: {summary}"
-    if dataset:
-        if dataset not in data.DATASETS or data.DATASETS[dataset].task != task:
-            raise ValueError(
-                f"--dataset {dataset!r} is not a data set of this checkpoint's task "
-                f"({config.data.name}); known: {', '.join(data.DATASETS)}"
-            )
+    if dataset:  # check_inputs checked that it is of the checkpoint's task
         return dataset, data.load(dataset, split, config.data.data_dir or None), ""
     return config.data.name, data.load_for(config, split), ""
 
@@ -197,11 +192,44 @@ def settings_from_flags(schedule: str = "linear") -> list[SamplerConfig]:
     )
 
 
+def check_inputs(config: dict) -> None:
+    """The checks on --puzzle, --dataset, --puzzle_file and --temperature that need only the
+    checkpoint's task (mdm.loading.peek_config), so that they fail before JAX starts; the same
+    checks run again on the loaded config. ValueError names the problem."""
+    from mdm import data
+
+    spec = data.DATASETS.get(config.get("data", {}).get("name"))
+    if spec is None:
+        return  # an unknown data set: load_model reports it
+    task = spec.task
+    if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not (_PUZZLE.value or _STUDY.value):
+        raise ValueError(
+            f"the {task.name} task is judged by KL(q || p), which is undefined at "
+            f"--temperature 0 (each prompt then gets one answer); use --temperature 1"
+        )
+    if _PUZZLE.value:
+        task.parse(_PUZZLE.value)
+    elif _DATASET.value and (_DATASET.value not in data.DATASETS or data.DATASETS[_DATASET.value].task != task):
+        raise ValueError(
+            f"--dataset {_DATASET.value!r} is not a data set of this checkpoint's task "
+            f"({config['data']['name']}); known: {', '.join(data.DATASETS)}"
+        )
+
+
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}")
-    try:  # bad flags fail here, before JAX starts
+    try:  # bad flags and inputs fail here, before JAX starts
         settings_from_flags()
+        from mdm import loading
+
+        if loading.is_exact(_WORKDIR.value):
+            loading.exact_task(_WORKDIR.value)
+            early = {"data": {"name": _WORKDIR.value[len(loading.EXACT_PREFIX) :]}}
+        else:
+            early = loading.peek_config(_WORKDIR.value)
+        if early is not None:
+            check_inputs(early)
     except ValueError as e:
         sys.exit(f"error: {e}")
     quiet_libraries()
@@ -222,11 +250,7 @@ def main(argv):
         from mdm import data, exact
 
         task = data.DATASETS[config.data.name].task
-        if task.scored_by_likelihood and _TEMPERATURE.value == 0 and not (_PUZZLE.value or _STUDY.value):
-            raise ValueError(
-                f"the {task.name} task is judged by KL(q || p), which is undefined at "
-                f"--temperature 0 (each prompt then gets one answer); use --temperature 1"
-            )
+        check_inputs(config.to_dict())  # again: peek_config may not have been able to read it
         settings = settings_from_flags(config.diffusion.schedule)
         if _PUZZLE.value:
             from mdm import data

@@ -3,6 +3,7 @@ folder (pretrained/..., mdm.pretrained), behind one call."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 
@@ -22,6 +23,27 @@ def load_model(workdir: str | pathlib.Path, use_ema: bool = True):
     return graphdef, jax.tree.map(jnp.asarray, params), ml_collections.ConfigDict(config)
 
 
+def peek_config(workdir: str | pathlib.Path) -> dict | None:
+    """The config of `--workdir` read as plain JSON, without JAX or orbax: a released folder's
+    manifest, or the JSON orbax wrote beside the newest complete checkpoint of a run folder
+    (checkpoints/<step>/config/metadata). Lets a command check its inputs against the task in
+    about a second. None where it cannot tell; load_model then gives the full answer."""
+    folder = pathlib.Path(workdir)
+    try:
+        if (folder / "manifest.json").is_file():
+            return dict(json.loads((folder / "manifest.json").read_text())["config"])
+        steps = [
+            d
+            for d in (folder / "checkpoints").iterdir()
+            if d.name.isdigit() and any((d / f).exists() for f in ("commit_success.txt", "_CHECKPOINT_METADATA"))
+        ]
+        newest = max(steps, key=lambda d: int(d.name))
+        config = json.loads((newest / "config" / "metadata").read_text())
+        return config if isinstance(config, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 EXACT_PREFIX = "exact:"
 
 
@@ -30,10 +52,9 @@ def is_exact(workdir: str | pathlib.Path) -> bool:
     return str(workdir).startswith(EXACT_PREFIX)
 
 
-def load_exact(workdir: str):
-    """(ModelFn, config) of `exact:<data set>`: the task's exact denoiser (a model with no model
-    error: the true posterior of every masked position) and a config naming the data set."""
-    from mdm import config as config_lib
+def exact_task(workdir: str):
+    """The task of `exact:<data set>`, after checking that the data set exists and its task has
+    an exact denoiser (no JAX needed). ValueError names the problem."""
     from mdm import data
 
     name = str(workdir)[len(EXACT_PREFIX) :]
@@ -46,7 +67,16 @@ def load_exact(workdir: str):
             f"--workdir {workdir!r}: the {task.name} task has no exact denoiser; data sets "
             f"with one: {', '.join(with_truth)}"
         )
+    return task
+
+
+def load_exact(workdir: str):
+    """(ModelFn, config) of `exact:<data set>`: the task's exact denoiser (a model with no model
+    error: the true posterior of every masked position) and a config naming the data set."""
+    from mdm import config as config_lib
+
+    task = exact_task(workdir)
     config = config_lib.base_config()
-    config.data.name = name
+    config.data.name = str(workdir)[len(EXACT_PREFIX) :]
     config.preset = "exact"
     return task.exact_model(), config

@@ -123,18 +123,26 @@ def test_solve_one_puzzle(workdir, data_dir):
         (["--split", "train"], "--split"),
     ],
 )
-def test_bad_input(workdir, data_dir, args, message):
-    out = run(["sample.py", f"--workdir={workdir}", *args], data_dir)
+def test_bad_input(workdir, data_dir, no_jax, args, message):
+    """Bad flags and puzzles fail before JAX starts (with a jax that cannot be imported): the
+    task comes from the checkpoint's config, read as JSON (mdm.loading.peek_config)."""
+    out = run(["sample.py", f"--workdir={workdir}", *args], data_dir, PYTHONPATH=no_jax)
     assert out.returncode != 0
-    assert message in out.stderr
+    assert message in out.stderr and "jax was imported" not in out.stderr
 
 
-def test_bad_flags_fail_before_jax_starts(tmp_path, data_dir):
-    fake = tmp_path / "jax"  # a jax that cannot be imported: the flags must fail first
-    fake.mkdir()
+@pytest.fixture
+def no_jax(tmp_path) -> str:
+    """A PYTHONPATH whose jax cannot be imported: what must fail before JAX starts does."""
+    fake = tmp_path / "no_jax" / "jax"
+    fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('jax was imported')")
+    return str(fake.parent)
+
+
+def test_bad_flags_fail_before_jax_starts(tmp_path, data_dir, no_jax):
     for args, message in [(["--gamma", "-1"], "gamma must be >= 0"), (["--k", "x"], "--k takes")]:
-        out = run(["sample.py", f"--workdir={tmp_path}", *args], data_dir, PYTHONPATH=str(tmp_path))
+        out = run(["sample.py", f"--workdir={tmp_path}", *args], data_dir, PYTHONPATH=no_jax)
         assert out.returncode != 0 and message in out.stderr and "jax was imported" not in out.stderr
 
 
@@ -194,6 +202,6 @@ def test_text_trains_and_sampling_reports_kl_against_the_chain(data_dir, tmp_pat
         (["--workdir=exact:nothing"], "is not a data set"),
     ],
 )
-def test_bad_input_of_the_exact_denoiser(data_dir, args, message):
-    out = run(["sample.py", *args], data_dir)
-    assert out.returncode != 0 and message in out.stderr
+def test_bad_input_of_the_exact_denoiser(data_dir, no_jax, args, message):
+    out = run(["sample.py", *args], data_dir, PYTHONPATH=no_jax)
+    assert out.returncode != 0 and message in out.stderr and "jax was imported" not in out.stderr
