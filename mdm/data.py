@@ -80,20 +80,31 @@ def generate_splits(
     # An executor, not multiprocessing.Pool: a worker that dies (e.g. one that cannot import the
     # caller's script, below) fails the call instead of being restarted forever.
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else None
+    order = [split for split in ("test", "train", "validation") if split in sizes]
+
+    def start(split: str, first: int, count: int) -> list:
+        """Chunks first.. of a split, as calls that return them: submitted to the workers at
+        once, or (one worker) computed when called."""
+        jobs = [(spec, SPLIT_IDS[split], first + j) for j in range(count)]
+        if pool:
+            return [pool.submit(_run_chunk, job).result for job in jobs]
+        return [functools.partial(_run_chunk, job) for job in jobs]
+
     try:
-        for split in ("test", "train", "validation"):
-            if split not in sizes:
-                continue
-            size, parts, kept, next_chunk = sizes[split], [], 0, 0
+        # Every split's first chunks go to the workers at once (a chunk depends only on its
+        # split and index, not on when it is made); they are read and de-duplicated split by
+        # split, in the order above.
+        first_round = {split: math.ceil(sizes[split] / CHUNK) for split in order}
+        started = {split: start(split, 0, n) for split, n in first_round.items()} if pool else {}
+        for split in order:
+            size, parts, kept = sizes[split], [], 0
+            wanted = next_chunk = first_round[split]
+            chunks = started.pop(split, None) or start(split, 0, wanted)
             bar = tqdm(total=size, desc=f"generating {split}", unit="ex", disable=not progress)
-            while kept < size:
-                # Duplicates are rare; ask for a little more than the shortfall.
-                wanted = math.ceil((size - kept) * 1.01 / CHUNK) if next_chunk else math.ceil(size / CHUNK)
-                jobs = [(spec, SPLIT_IDS[split], next_chunk + j) for j in range(wanted)]
-                next_chunk += wanted
-                chunks = pool.map(_run_chunk, jobs) if pool else map(_run_chunk, jobs)
+            while True:
                 before = kept
                 for chunk in chunks:
+                    chunk = chunk()
                     fresh = np.array([k not in seen and not seen.add(k) for k in chunk["key"]])
                     take = np.flatnonzero(fresh)[: size - kept]
                     parts.append({k: v[take] for k, v in chunk.items()})
@@ -101,11 +112,17 @@ def generate_splits(
                     bar.update(len(take))
                     if kept >= size:
                         break
-                if kept < size and kept - before < 0.01 * wanted * CHUNK:
+                if kept >= size:
+                    break
+                if kept - before < 0.01 * wanted * CHUNK:
                     raise ValueError(
                         f"the generator ran out of distinct examples: {kept} of {size} "
                         f"for the {split} split of {spec}; ask for fewer"
                     )
+                # Duplicates are rare; ask for a little more than the shortfall.
+                wanted = math.ceil((size - kept) * 1.01 / CHUNK)
+                chunks = start(split, next_chunk, wanted)
+                next_chunk += wanted
             bar.close()
             out[split] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     except concurrent.futures.process.BrokenProcessPool:
