@@ -5,6 +5,8 @@ import getpass
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -102,3 +104,28 @@ def data_dir(tmp_path_factory):
     path = shared_path(tmp_path_factory, "tfds", lambda path: None)
     os.environ["MDM_DATA_DIR"] = str(path)
     return str(path)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_sudoku_run(data_dir, tmp_path_factory) -> str:
+    """One tiny trained run, `python train.py --config configs/sudoku.py:tiny` as a user runs
+    it, made once per test run and shared by every test that only reads it (sample.py, the
+    benchmarks); its stdout is in ../train_stdout.txt. Tests that write there pass --out."""
+
+    def make(path):
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")}
+        out = subprocess.run(
+            [sys.executable, "train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path / 'run'}"],
+            cwd=ROOT,
+            env=env | {"WANDB_MODE": "disabled", "MDM_DATA_DIR": data_dir},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        (path / "train_stdout.txt").write_text(out.stdout)
+
+    return str(shared_path(tmp_path_factory, "cli_run", make) / "run")

@@ -19,16 +19,11 @@ def run(*args):
 
 
 @pytest.mark.slow
-def test_every_group_runs_and_writes_one_json(data_dir, tmp_path):
-    sys.path.insert(0, str(ROOT))
-    from configs import sudoku
-    from mdm import train
-
-    train.train(sudoku.get_config("tiny"), str(tmp_path / "run"), progress=False)
+def test_every_group_runs_and_writes_one_json(tiny_sudoku_run, tmp_path):
     out = tmp_path / "bench.json"
     result = run(
         "--workdir",
-        str(tmp_path / "run"),
+        tiny_sudoku_run,
         "--datasets",
         "maze5",
         "--data_n",

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import shared_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -20,15 +19,9 @@ def run(args, data_dir, timeout=300, **env):
 
 
 @pytest.fixture(scope="session")
-def workdir(data_dir, tmp_path_factory):
-    """One tiny trained run for every test here, made once per test run (not per worker)."""
-
-    def make(path):
-        out = run(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path / 'run'}"], data_dir)
-        assert out.returncode == 0, out.stderr[-3000:]
-        (path / "train_stdout.txt").write_text(out.stdout)
-
-    return str(shared_path(tmp_path_factory, "cli_run", make) / "run")
+def workdir(tiny_sudoku_run):
+    """The tiny trained run every test here samples from (conftest.tiny_sudoku_run)."""
+    return tiny_sudoku_run
 
 
 def train_stdout(workdir) -> str:
