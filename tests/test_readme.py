@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import shared_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/usage.md")
@@ -92,13 +93,20 @@ def parse_all(script: str, argvs: list[list[str]]) -> list[str]:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def parsed() -> dict[tuple[str, ...], str]:
-    found = {}
-    for script in ("train.py", "sample.py"):
-        argvs = [argv[1:] for _, argv in commands() if argv[0] == script]
-        found.update({(script, *a): r for a, r in zip(argvs, parse_all(script, argvs), strict=True)})
-    return found
+@pytest.fixture(scope="session")
+def parsed(tmp_path_factory) -> dict[tuple[str, ...], str]:
+    """What each command in the docs gets from its entry point's parsing: worked out once per
+    test run (by the first xdist worker that asks) and read back by the other."""
+
+    def make(path):
+        found = []
+        for script in ("train.py", "sample.py"):
+            argvs = [argv[1:] for _, argv in commands() if argv[0] == script]
+            found += [[[script, *a], r] for a, r in zip(argvs, parse_all(script, argvs), strict=True)]
+        (path / "parsed.json").write_text(json.dumps(found))
+
+    found = json.loads((shared_path(tmp_path_factory, "readme_parsed", make) / "parsed.json").read_text())
+    return {tuple(argv): result for argv, result in found}
 
 
 def test_the_checker_reports_bad_commands():
