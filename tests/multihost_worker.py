@@ -1,10 +1,10 @@
 """One process of a multi-process run on localhost (used by test_distributed.py, not a test).
 
-    python tests/multihost_worker.py skew|data|train|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
-Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`),
-reads a data set that does not exist yet (`data`), or trains the tiny Sudoku config (augmented:
-each process draws only its slice's symmetries), then samples its test split from the checkpoint
-saved together (`train`: OUT/train_<process_id>.npz and OUT/sample_<process_id>.npz);
+    python tests/multihost_worker.py skew|train|preempt PORT PROCESS_ID NUM_PROCESSES WORKDIR OUT
+Each process has 2 fake CPU devices; it runs a collective 35 s after the other (`skew`), or
+trains the tiny Sudoku config (augmented: each process draws only its slice's symmetries), then
+samples its test split from the checkpoint saved together (`train`: OUT/train_<process_id>.npz, OUT/sample_<process_id>.npz and the
+validation tokens it read, OUT/data_<process_id>.npz);
 `preempt` trains until SIGTERM reaches any process and writes the step it stopped at to
 OUT/preempt_<process_id>.txt.
 """
@@ -65,14 +65,12 @@ def main():
             time.sleep(35)  # more than the 30 s gloo gives a first collective's set-up
         np.savez(pathlib.Path(out) / f"skew_{pid}.npz", np.asarray(mean(rows)))
         return
-    if mode == "data":  # the data set is missing: both processes ask for it at once
-        split = data.load_for(tiny_config(), "validation")
-        np.savez(pathlib.Path(out) / f"data_{pid}.npz", split.tokens)
-        return
     assert mode == "train", mode
-    # train: train, then sample from the checkpoint the processes saved together (one start-up
-    # of the two processes for both halves)
+    # train: train (on a data set the two processes find missing at once, when the test gives
+    # them an empty data folder), then sample from the checkpoint the processes saved together
+    # (one start-up of the two processes for all three)
     state = train.train(tiny_config(), workdir, progress=False)
+    np.savez(pathlib.Path(out) / f"data_{pid}.npz", data.load_for(tiny_config(), "validation").tokens)
     leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
     np.savez(pathlib.Path(out) / f"train_{pid}.npz", *leaves)
     graphdef, params, config = loading.load_model(workdir)

@@ -64,11 +64,15 @@ def _load(path) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_sample_the_same(data_dir, tmp_path):
-    config = multihost_worker.tiny_config()
-    data.load_for(config, "train"), data.load_for(config, "test")  # generate once, before the workers
-    workdir, out = tmp_path / "run", tmp_path / "out"
+    """The two processes start with an empty data folder: both find the data set missing at
+    once, one generates it while the other waits (mdm.data.load), and both read the same."""
+    workdir, out, fresh = tmp_path / "run", tmp_path / "out", tmp_path / "fresh_data"
     out.mkdir()
-    _run_two("train", workdir, out)
+    _run_two("train", workdir, out, MDM_DATA_DIR=str(fresh))
+    read = [_load(out / f"data_{pid}.npz")[0] for pid in range(2)]
+    mine = data.load_for(multihost_worker.tiny_config(), "validation").tokens  # the suite's data folder
+    assert len(mine) > 0 and np.array_equal(read[0], mine) and np.array_equal(read[1], mine)
+    assert not list(fresh.rglob("*incomplete*"))  # no half-written copy left
     first, second = _load(out / "train_0.npz"), _load(out / "train_1.npz")
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))  # both processes hold the same model
     single = train.train(multihost_worker.tiny_config(), str(tmp_path / "single"), progress=False)
@@ -118,15 +122,6 @@ def test_processes_far_apart_at_their_first_collective_wait_for_each_other(backg
         assert rc == "0", f"process {pid} (exit {rc}):\n" + (background_job / f"log{pid}").read_text()[-6000:]
     for pid in range(2):  # rows of 1s from process 0 and 2s from process 1
         np.testing.assert_allclose(_load(background_job / "out" / f"skew_{pid}.npz")[0], 1.5)
-
-
-def test_two_processes_generate_a_missing_data_set_once_and_read_the_same(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    _run_two("data", tmp_path / "run", out, MDM_DATA_DIR=str(tmp_path / "fresh_data"))
-    first, second = _load(out / "data_0.npz")[0], _load(out / "data_1.npz")[0]
-    assert len(first) > 0 and np.array_equal(first, second)
-    assert not list((tmp_path / "fresh_data").rglob("*incomplete*"))  # no half-written copy left
 
 
 @pytest.mark.slow
