@@ -10,8 +10,8 @@ solve rates on the 2,000 test puzzles (python sample.py --workdir runs/<name> --
 
   python train.py --config configs/sudoku.py:quick --workdir runs/sudoku_quick
       0.8M parameters, 1,000 steps x 64 = 64,000 examples from a 16,000-puzzle train split,
-      learning rate 4e-3: 7 min 08 s at 2.45 steps/s; top-1 90.4%, EB 89.0% at 11.82 mean model
-      calls (gamma=0.01) on 500 test puzzles (README's first command: 10 min 10 s in all).
+      learning rate 4e-3: 7 min 27 s at 2.33 steps/s; top-1 90.4%, EB 89.0% at 11.82 mean model
+      calls (gamma=0.01) on 500 test puzzles (README's first command: 10 min 29 s in all).
   python train.py --config configs/sudoku.py:cpu --workdir runs/sudoku_cpu
       0.8M parameters, 8,400 steps x 64 = 537,600 examples, learning rate 2e-3: 56 min 58 s at
       2.60 steps/s; top-1 95.7%, EB 95.1% at 9.57 (gamma=0.001), 94.0% at 6.50 (gamma=0.01).
