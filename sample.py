@@ -193,9 +193,9 @@ def settings_from_flags(schedule: str = "linear") -> list[SamplerConfig]:
 
 
 def check_inputs(config: dict) -> None:
-    """The checks on --puzzle, --dataset, --puzzle_file and --temperature that need only the
-    checkpoint's task (mdm.loading.peek_config), so that they fail before JAX starts; the same
-    checks run again on the loaded config. ValueError names the problem."""
+    """The checks on --puzzle, --dataset and --temperature that need only the checkpoint's task
+    (its config from mdm.loading.peek_config), so that they fail before JAX starts; main runs
+    them again on the loaded config. ValueError names the problem."""
     from mdm import data
 
     spec = data.DATASETS.get(config.get("data", {}).get("name"))
@@ -224,8 +224,7 @@ def main(argv):
         from mdm import loading
 
         if loading.is_exact(_WORKDIR.value):
-            loading.exact_task(_WORKDIR.value)
-            early = {"data": {"name": _WORKDIR.value[len(loading.EXACT_PREFIX) :]}}
+            early = {"data": {"name": loading.exact_task(_WORKDIR.value)[0]}}
         else:
             early = loading.peek_config(_WORKDIR.value)
         if early is not None:

@@ -53,8 +53,8 @@ def is_exact(workdir: str | pathlib.Path) -> bool:
 
 
 def exact_task(workdir: str):
-    """The task of `exact:<data set>`, after checking that the data set exists and its task has
-    an exact denoiser (no JAX needed). ValueError names the problem."""
+    """(data set name, task) of `exact:<data set>`, after checking that the data set exists and
+    its task has an exact denoiser (no JAX needed). ValueError names the problem."""
     from mdm import data
 
     name = str(workdir)[len(EXACT_PREFIX) :]
@@ -67,7 +67,7 @@ def exact_task(workdir: str):
             f"--workdir {workdir!r}: the {task.name} task has no exact denoiser; data sets "
             f"with one: {', '.join(with_truth)}"
         )
-    return task
+    return name, task
 
 
 def load_exact(workdir: str):
@@ -75,8 +75,8 @@ def load_exact(workdir: str):
     error: the true posterior of every masked position) and a config naming the data set."""
     from mdm import config as config_lib
 
-    task = exact_task(workdir)
+    name, task = exact_task(workdir)
     config = config_lib.base_config()
-    config.data.name = str(workdir)[len(EXACT_PREFIX) :]
+    config.data.name = name
     config.preset = "exact"
     return task.exact_model(), config
