@@ -195,7 +195,7 @@ def settings_from_flags(schedule: str = "linear") -> list[SamplerConfig]:
 def check_inputs(config: dict) -> None:
     """The checks on --puzzle, --dataset and --temperature that need only the checkpoint's task
     (its config from mdm.loading.peek_config), so that they fail before JAX starts; main runs
-    them again on the loaded config. ValueError names the problem."""
+    them on the loaded config where it could not be peeked. ValueError names the problem."""
     from mdm import data
 
     spec = data.DATASETS.get(config.get("data", {}).get("name"))
@@ -249,7 +249,8 @@ def main(argv):
         from mdm import data, exact
 
         task = data.DATASETS[config.data.name].task
-        check_inputs(config.to_dict())  # again: peek_config may not have been able to read it
+        if early is None:  # peek_config could not read it: check on the loaded config
+            check_inputs(config.to_dict())
         settings = settings_from_flags(config.diffusion.schedule)
         if _PUZZLE.value:
             from mdm import data

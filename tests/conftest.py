@@ -109,6 +109,14 @@ def data_dir(tmp_path_factory):
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def run_script(args, data_dir, timeout=300, **env) -> subprocess.CompletedProcess:
+    """`python ARGS` in the repository as a user runs it (the entry point puts its allocator in
+    place itself), wandb off, data in data_dir; env: extra variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")} | env
+    env.update(WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def tiny_sudoku_run(data_dir, tmp_path_factory) -> str:
     """One tiny trained run, `python train.py --config configs/sudoku.py:tiny` as a user runs
@@ -116,15 +124,7 @@ def tiny_sudoku_run(data_dir, tmp_path_factory) -> str:
     benchmarks); its stdout is in ../train_stdout.txt. Tests that write there pass --out."""
 
     def make(path):
-        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")}
-        out = subprocess.run(
-            [sys.executable, "train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path / 'run'}"],
-            cwd=ROOT,
-            env=env | {"WANDB_MODE": "disabled", "MDM_DATA_DIR": data_dir},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = run_script(["train.py", "--config", "configs/sudoku.py:tiny", f"--workdir={path / 'run'}"], data_dir)
         assert out.returncode == 0, out.stderr[-3000:]
         (path / "train_stdout.txt").write_text(out.stdout)
 

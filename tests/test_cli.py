@@ -1,21 +1,16 @@
 """End to end: train.py then sample.py on a tiny config, and each bad input of sample.py."""
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
+from conftest import run_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 
 
-def run(args, data_dir, timeout=300, **env):
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MDM_ALLOCATOR_PRELOADED")} | env
-    env.update(WANDB_MODE="disabled", MDM_DATA_DIR=data_dir)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+run = run_script
 
 
 @pytest.fixture(scope="session")
