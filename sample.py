@@ -327,12 +327,13 @@ def main(argv):
             outputs = outputs or kl_outputs
     except (ValueError, checkpoint.CheckpointError) as e:
         sys.exit(f"error: {e}")
-    from mdm import allocator
+    from mdm import accelerators, allocator
 
     primary = distributed.is_primary()
     print(
         f"{len(split)} {_SPLIT.value} examples of {name}, checkpoint {_WORKDIR.value}, "
-        f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, allocator {allocator.active()}"
+        f"{'refill' if _REFILL.value else 'plain batches'} of {_BATCH.value}, host {accelerators.host_cpu()}, "
+        f"allocator {allocator.active()}"
     )
     if rows:
         print(report.format_table(rows))

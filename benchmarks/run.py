@@ -15,7 +15,7 @@ Groups (no group flag: all of them):
              cumulative sums) as a share of the step
   --speedup  EB against top-1 on a trained checkpoint: wall-clock speed-up beside the NFE
              speed-up, with refill (finished rows take new examples) and with plain batches
-Every row carries the backend, device kind and count, jax version, date and the C allocator the
+Every row carries the backend, device kind and count, the host CPU, jax version, date and the C allocator the
 process ran under (mdm/allocator.py); the JSON goes to runs/benchmarks/benchmarks_<backend>.json
 (--save: the committed benchmarks/results/; --out: anywhere). `--allocators system,mimalloc` runs the chosen groups once per
 allocator, each in a process of its own (MDM_ALLOCATOR set), and puts the rows side by side.
@@ -52,6 +52,7 @@ def hardware() -> dict:
         "device_kind": accelerators.device_kind(),
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
+        "host_cpu": accelerators.host_cpu(),
         "machine": platform.machine(),
         "jax": jax.__version__,
         "date": datetime.date.today().isoformat(),

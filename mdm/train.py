@@ -350,7 +350,7 @@ def _train(
     say(
         f"model: {count_params(nnx.merge(graphdef, params)):,} parameters, "
         f"{cfg.depth} layers x width {cfg.width}, {cfg.compute_dtype} compute; "
-        f"{n_devices} {jax.default_backend()} device(s), allocator {allocator.active()}; "
+        f"{n_devices} {jax.default_backend()} device(s), host {accelerators.host_cpu()}, allocator {allocator.active()}; "
         f"data {config.data.name} ({len(train_split)} train / {len(eval_split)} validation for eval)"
     )
 

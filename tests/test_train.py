@@ -149,6 +149,20 @@ def test_micro_batches_follow_the_device_and_the_config():
     assert accelerators.micro_batches(64, 1, "cpu", "cpu", 81, micro_batch_size=16) == 4
 
 
+def test_host_cpu_names_the_family_and_the_widest_vector_unit():
+    from mdm import accelerators
+
+    zen5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+    zen5 += "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 avx512f avx512bw\n\nprocessor\t: 1\n"
+    cores = os.cpu_count()
+    assert accelerators.host_cpu(zen5) == f"AMD EPYC (family 26, model 2), {cores} cores, AVX-512"
+    older = zen5.replace("26", "23").replace(" avx512f avx512bw", "")
+    assert accelerators.host_cpu(older) == f"AMD EPYC (family 23, model 2), {cores} cores, AVX2"
+    # the second processor's block is not read; without /proc/cpuinfo, what platform knows
+    assert "avx512" not in accelerators.host_cpu(older + "flags : avx512f\n").lower()
+    assert accelerators.host_cpu("") and f"{cores} cores" in accelerators.host_cpu("")
+
+
 def test_a_micro_batch_that_does_not_divide_the_share_is_one_sentence(data_dir, tmp_path):
     with pytest.raises(train.TrainingError, match="micro_batch_size 3 does not divide the 8 examples"):
         train.train(tiny(**{"train.micro_batch_size": 3}), str(tmp_path / "run"), progress=False)
