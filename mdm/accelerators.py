@@ -82,9 +82,9 @@ def host_cpu(cpuinfo: str | None = None) -> str:
             cpuinfo = ""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
         if not line.strip():
             break  # the first processor's block is enough
+        key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     if "cpu family" in fields:
