@@ -10,10 +10,10 @@ solve rates on the 2,000 test puzzles (python sample.py --workdir runs/<name> --
 
   python train.py --config configs/sudoku.py:quick --workdir runs/sudoku_quick
       0.8M parameters, 1,000 steps x 64 = 64,000 examples from a 16,000-puzzle train split,
-      learning rate 4e-3: 2 min 43 s at 6.35 steps/s on a 2-core Zen 5 VM (README's first
-      command: 3 min 50 s in all), 7 min 27 s at 2.33 steps/s on an older one (10 min 29 s);
-      top-1 90.4% on 500 test puzzles on both, EB 89.6% / 89.0% at 11.8 mean model calls
-      (gamma=0.01).
+      learning rate 4e-3: training 2 min 43 s by its bar at 6.35 steps/s on a 2-core Zen 5 VM
+      (README's first command by /usr/bin/time: 3 min 50 s), 7 min 27 s at 2.33 steps/s on an
+      older one (10 min 29 s); top-1 90.4% on 500 test puzzles on both, EB 89.6% / 89.0% at
+      11.8 mean model calls (gamma=0.01).
   python train.py --config configs/sudoku.py:cpu --workdir runs/sudoku_cpu
       0.8M parameters, 8,400 steps x 64 = 537,600 examples, learning rate 2e-3: 56 min 58 s at
       2.60 steps/s; top-1 95.7%, EB 95.1% at 9.57 (gamma=0.001), 94.0% at 6.50 (gamma=0.01).
