@@ -545,7 +545,7 @@ def main(argv=None) -> int:
     hw = hardware()
     rows = [{**hw, **r} for r in rows]  # rows from a child keep its allocator
     print(
-        f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, {hw['cpu_count']} CPU cores, "
+        f"{hw['backend']} backend, {hw['device_count']} x {hw['device_kind']}, host {hw['host_cpu']}, "
         f"jax {hw['jax']}, {hw['date']}"
     )
     print(format_table(rows))

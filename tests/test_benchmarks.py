@@ -54,7 +54,7 @@ def test_every_group_runs_and_writes_one_json(tiny_sudoku_run, tmp_path):
     rows = saved["rows"]
     assert {r["group"] for r in rows} == {"data", "input", "train", "sampler", "speedup"}
     for r in rows:
-        assert {"backend", "device_kind", "jax", "date"} <= set(r) and r["value"] > 0
+        assert {"backend", "device_kind", "host_cpu", "jax", "date"} <= set(r) and r["value"] > 0
     for r in rows:  # the model's FLOPs by XLA against a float32 matmul timed in the same run
         if r["group"] in ("train", "sampler"):
             assert r["matmul_gflops_per_s"] > 0 and 0 < r["of_matmul"] < 10, r
@@ -65,6 +65,7 @@ def test_every_group_runs_and_writes_one_json(tiny_sudoku_run, tmp_path):
     assert {r["refill"] for r in eb} == {True, False}
     assert all(r["mean_nfe"] <= 51 and r["nfe_speedup"] >= 1 for r in eb)  # EB never needs more calls
     assert "group" in result.stdout and "speedup" in result.stdout  # the table
+    assert f"host {rows[0]['host_cpu']}, jax" in result.stdout  # the machine the figures came from
 
 
 def test_bad_preset_is_one_sentence():
